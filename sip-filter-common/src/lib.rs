@@ -1,0 +1,388 @@
+//! Types and constants shared by the eBPF programs and userspace.
+//!
+//! Every struct is `#[repr(C)]` with explicit padding fields so that the kernel and userspace
+//! agree on layout byte for byte; `layout_tests` below and the loader's BTF check keep them honest.
+//!
+//! Addresses are always 16 bytes in network order: IPv6 as is, IPv4 as an IPv4-mapped IPv6 address
+//! (`::ffff:a.b.c.d`). One key type lets one map hold both families. Prefix lengths stored in maps
+//! are in that 128-bit space (an IPv4 /24 is stored as /120).
+#![no_std]
+
+/// Maximum number of UDP ports inspected as SIP.
+pub const MAX_PORTS: usize = 8;
+
+/// Bytes of SIP message copied to the scratch buffer and scanned for credentials.
+pub const SCAN_BUF: usize = 2048;
+/// Size of the per-CPU scratch buffer: a power of two, at least `SCAN_BUF` plus the zeroed
+/// tail and the widest read past a line start, so that an index masked with `SCRATCH_LEN - 1`
+/// is always in bounds and never wraps into the message.
+pub const SCRATCH_LEN: usize = 2 * SCAN_BUF;
+
+/// Prefix length added to an IPv4 prefix to place it in the IPv4-mapped IPv6 space.
+pub const V4_MAPPED_PREFIX: u32 = 96;
+
+/// Map names, shared so userspace can pin and open them by name.
+pub mod map_names {
+    pub const CONFIG: &str = "CONFIG";
+    pub const BANS: &str = "BANS";
+    pub const BAN_NETS: &str = "BAN_NETS";
+    pub const ALLOW: &str = "ALLOW";
+    pub const FLOWS: &str = "FLOWS";
+    pub const FAILURES: &str = "FAILURES";
+    pub const GEO_V4: &str = "GEO_V4";
+    pub const GEO_V6: &str = "GEO_V6";
+    pub const GEO_NODES: &str = "GEO_NODES";
+    pub const STATS: &str = "STATS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const SCRATCH: &str = "SCRATCH";
+
+    /// Every map, in a fixed order (for pinning and status).
+    pub const ALL: [&str; 12] = [
+        CONFIG, BANS, BAN_NETS, ALLOW, FLOWS, FAILURES, GEO_V4, GEO_V6, GEO_NODES, STATS, EVENTS,
+        SCRATCH,
+    ];
+}
+
+/// Program names in the object file.
+pub const XDP_PROG: &str = "sip_xdp";
+pub const TC_PROG: &str = "sip_tc";
+
+/// Default map sizes; userspace may override them at load time.
+pub mod sizes {
+    /// Active bans issued by the kernel or an operator (exact address / IPv6 prefix).
+    pub const BANS: u32 = 262_144;
+    /// CIDR bans added by an operator.
+    pub const BAN_NETS: u32 = 16_384;
+    pub const ALLOW: u32 = 16_384;
+    /// Per (source address, port) request state: hundreds of thousands of sources.
+    pub const FLOWS: u32 = 524_288;
+    /// Per source failure counters.
+    pub const FAILURES: u32 = 524_288;
+    /// Entries of the geo top-level tables: one per /16 of each family.
+    pub const GEO_TOP: u32 = 65_536;
+    pub const GEO_NODES: u32 = 1_048_576;
+    pub const EVENTS_BYTES: u32 = 256 * 1024;
+}
+
+/// `Config::ban_scope` values.
+pub const BAN_SCOPE_ALL: u8 = 0;
+pub const BAN_SCOPE_SIP: u8 = 1;
+
+/// Runtime configuration, one entry in the `CONFIG` array map. Userspace rewrites it at any time;
+/// both programs read it per packet, so a change applies without reloading anything.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// UDP ports inspected as SIP (first `nports` entries are used). With `ban_scope = sip`
+    /// these ports are also the TCP ports a ban covers.
+    pub ports: [u16; MAX_PORTS],
+    /// SIP over TLS port (TCP); covered by a ban when `ban_scope = sip`.
+    pub tls_port: u16,
+    pub nports: u8,
+    pub ban_scope: u8,
+    /// Non-zero when the allowlist holds entries (saves a trie lookup per packet otherwise).
+    pub allow_active: u8,
+    /// Non-zero when operators added CIDR bans.
+    pub ban_nets_active: u8,
+    /// Non-zero when geo tables hold entries.
+    pub geo_active: u8,
+    pub _pad0: u8,
+    /// Mask applied to IPv6 sources before tracking and banning (e.g. /64 = 8 x 0xff, 8 x 0).
+    pub v6_mask: [u8; 16],
+    pub auth_max_failures: u32,
+    pub enum_max_not_found: u32,
+    pub auth_find_time_ns: u64,
+    pub auth_ban_time_ns: u64,
+    pub enum_find_time_ns: u64,
+    pub enum_ban_time_ns: u64,
+}
+
+impl Config {
+    pub const fn v6_mask_for(prefix: u8) -> [u8; 16] {
+        let mut m = [0u8; 16];
+        let mut i = 0;
+        while i < 16 {
+            let bits = prefix as i32 - (i as i32) * 8;
+            m[i] = if bits >= 8 {
+                0xff
+            } else if bits <= 0 {
+                0
+            } else {
+                0xffu8 << (8 - bits)
+            };
+            i += 1;
+        }
+        m
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        const SEC: u64 = 1_000_000_000;
+        let mut ports = [0u16; MAX_PORTS];
+        ports[0] = 5060;
+        Self {
+            ports,
+            tls_port: 5061,
+            nports: 1,
+            ban_scope: BAN_SCOPE_ALL,
+            allow_active: 0,
+            ban_nets_active: 0,
+            geo_active: 0,
+            _pad0: 0,
+            v6_mask: Self::v6_mask_for(64),
+            auth_max_failures: 5,
+            enum_max_not_found: 10,
+            auth_find_time_ns: 60 * SEC,
+            auth_ban_time_ns: 3600 * SEC,
+            enum_find_time_ns: 60 * SEC,
+            enum_ban_time_ns: 3600 * SEC,
+        }
+    }
+}
+
+/// Why an address is banned.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BanReason {
+    /// 403s, and 401/407s to requests that carried credentials.
+    AuthFailures = 1,
+    /// 404s to REGISTER/INVITE: extension enumeration.
+    NotFound = 2,
+    /// Added by an operator.
+    Manual = 3,
+}
+
+impl BanReason {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::AuthFailures),
+            2 => Some(Self::NotFound),
+            3 => Some(Self::Manual),
+            _ => None,
+        }
+    }
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthFailures => "auth-failures",
+            Self::NotFound => "extension-scan",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// Value of `BANS` (key: masked source address) and `BAN_NETS` (key: LPM prefix).
+/// Times are `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`), which keeps counting during suspend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ban {
+    pub created_ns: u64,
+    /// 0 means permanent.
+    pub expires_ns: u64,
+    /// When the first counted failure of the window happened (0 for manual bans).
+    pub first_failure_ns: u64,
+    pub failures: u32,
+    pub reason: u8,
+    pub _pad: [u8; 3],
+}
+
+impl Ban {
+    /// A ban is in force until `expires_ns`; the kernel treats an expired ban as absent.
+    #[inline(always)]
+    pub const fn active_at(&self, now_ns: u64) -> bool {
+        self.expires_ns == 0 || now_ns < self.expires_ns
+    }
+}
+
+/// Key of `FLOWS`: one SIP client socket (address and source port).
+/// Digest auth is per transaction, and NAT puts many phones behind one address on different ports,
+/// so "did the last request carry credentials" is tracked per socket, not per address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowKey {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+
+/// `Flow::method` values, and the request counters' order.
+pub mod method {
+    pub const UNKNOWN: u8 = 0;
+    pub const REGISTER: u8 = 1;
+    pub const INVITE: u8 = 2;
+    pub const OPTIONS: u8 = 3;
+    pub const SUBSCRIBE: u8 = 4;
+    pub const MESSAGE: u8 = 5;
+    pub const OTHER: u8 = 6;
+
+    pub const fn name(m: u8) -> &'static str {
+        match m {
+            REGISTER => "REGISTER",
+            INVITE => "INVITE",
+            OPTIONS => "OPTIONS",
+            SUBSCRIBE => "SUBSCRIBE",
+            MESSAGE => "MESSAGE",
+            OTHER => "other",
+            _ => "unknown",
+        }
+    }
+}
+
+/// `Flow::creds` values.
+pub mod creds {
+    pub const NONE: u8 = 0;
+    /// An `Authorization` or `Proxy-Authorization` header was found.
+    pub const PRESENT: u8 = 1;
+    /// The header section did not end inside the scanned bytes (or the packet was a first
+    /// fragment), and no credentials were seen in what was scanned. Counted like `PRESENT`: an
+    /// attacker must not hide a guess behind padding.
+    pub const UNKNOWN: u8 = 2;
+}
+
+/// Value of `FLOWS`: the last request seen from a client socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Flow {
+    pub last_ns: u64,
+    pub method: u8,
+    pub creds: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Value of `FAILURES` (key: masked source address): failures counted inside the current window.
+/// A window opens at the first failure and lasts `find_time`; a failure after it opens a new one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Failures {
+    pub auth_first_ns: u64,
+    pub nf_first_ns: u64,
+    pub auth: u32,
+    pub not_found: u32,
+}
+
+/// Ring buffer record emitted when the kernel bans a source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanEvent {
+    pub addr: [u8; 16],
+    pub time_ns: u64,
+    pub expires_ns: u64,
+    pub first_failure_ns: u64,
+    pub failures: u32,
+    pub reason: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of `GEO_NODES`: a prefix of the geo tables below the /16 top level.
+/// `len` is in the IPv4-mapped space (an IPv4 /24 is 120); `addr` is masked to `len`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct GeoKey {
+    pub len: u32,
+    pub addr: [u8; 16],
+}
+
+/// Values of `GEO_V4`, `GEO_V6` (indexed by the first 16 bits of the address) and `GEO_NODES`.
+/// The geo tables are a multi-level table with fixed strides (IPv4: /16, /24, /32; IPv6: /16,
+/// /32, /48, /64): a lookup costs at most one array and three hash lookups whatever the number
+/// of prefixes loaded, where an LPM trie slows down as it fills.
+pub mod geo {
+    pub const PASS: u32 = 0;
+    pub const BLOCK: u32 = 1;
+    /// Some addresses below this node are blocked: look one level deeper.
+    pub const PARTIAL: u32 = 2;
+
+    /// Stride boundaries, in the IPv4-mapped space for IPv4.
+    pub const V4_LEVELS: [u32; 3] = [96 + 16, 96 + 24, 96 + 32];
+    pub const V6_LEVELS: [u32; 4] = [16, 32, 48, 64];
+}
+
+/// Per-CPU counters, indices into `STATS`.
+pub mod stat {
+    pub const SEEN: u32 = 0;
+    pub const PASSED: u32 = 1;
+    pub const ALLOWLISTED: u32 = 2;
+    pub const DROPPED_BANNED: u32 = 3;
+    pub const DROPPED_GEO: u32 = 4;
+    pub const MALFORMED: u32 = 5;
+    pub const NON_FIRST_FRAGMENT: u32 = 6;
+    /// Requests by method: `REQ_BASE + method::*` (UNKNOWN is unused).
+    pub const REQ_BASE: u32 = 7;
+    pub const REQ_WITH_CREDS: u32 = 14;
+    /// Requests whose header section did not end inside the scanned bytes.
+    pub const REQ_CREDS_UNKNOWN: u32 = 15;
+    /// Responses by class: `RESP_BASE + class` for class 1..=6.
+    pub const RESP_BASE: u32 = 15;
+    pub const AUTH_FAILURES: u32 = 22;
+    pub const NOT_FOUND: u32 = 23;
+    pub const AUTH_RESETS: u32 = 24;
+    pub const BANS_ISSUED: u32 = 25;
+    pub const BAN_MAP_FULL: u32 = 26;
+    pub const EVENTS_LOST: u32 = 27;
+    pub const EGRESS_SEEN: u32 = 28;
+    pub const NON_SIP_ON_SIP_PORT: u32 = 29;
+    pub const COUNT: u32 = 32;
+
+    /// Names for `stats`, indexed like the map; empty entries are unused.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "seen",
+        "passed",
+        "allowlisted",
+        "dropped_banned",
+        "dropped_geo",
+        "malformed",
+        "non_first_fragment",
+        "",
+        "req_register",
+        "req_invite",
+        "req_options",
+        "req_subscribe",
+        "req_message",
+        "req_other",
+        "req_with_credentials",
+        "req_credentials_unknown",
+        "resp_1xx",
+        "resp_2xx",
+        "resp_3xx",
+        "resp_4xx",
+        "resp_5xx",
+        "resp_6xx",
+        "auth_failures",
+        "not_found",
+        "auth_resets",
+        "bans_issued",
+        "ban_map_full",
+        "events_lost",
+        "egress_seen",
+        "non_sip_on_sip_port",
+        "",
+        "",
+    ];
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all of these are repr(C), Copy, made of integers and byte arrays with explicit
+    // padding fields, so every bit pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for Ban {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for Failures {}
+    unsafe impl aya::Pod for BanEvent {}
+    unsafe impl aya::Pod for GeoKey {}
+}
+
+/// Sizes pinned here must match the kernel side; a struct that grows implicit padding fails to
+/// compile instead of silently misreading a map.
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<Config>() == 16 + 2 + 6 + 16 + 8 + 32);
+    assert!(size_of::<Ban>() == 32);
+    assert!(size_of::<FlowKey>() == 20);
+    assert!(size_of::<Flow>() == 16);
+    assert!(size_of::<Failures>() == 24);
+    assert!(size_of::<BanEvent>() == 48);
+    assert!(size_of::<GeoKey>() == 20);
+};

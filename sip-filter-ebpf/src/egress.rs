@@ -1,0 +1,76 @@
+//! TC egress: reads the PBX's SIP responses and counts failures per client.
+use aya_ebpf::{helpers::generated::bpf_ktime_get_boot_ns, programs::TcContext};
+use sip_filter_common::{creds, method, stat};
+
+use crate::{
+    ban::{self, Failure},
+    ingress::is_sip_port,
+    maps::{FLOWS, config, count},
+    parse::{self, IPPROTO_UDP, sip},
+};
+
+/// Enough linear bytes for two VLAN tags, IPv6 with extension headers, UDP and a status line.
+const PULL_LEN: u32 = 256;
+
+pub fn run(ctx: &TcContext) -> Option<()> {
+    count(stat::EGRESS_SEEN);
+    let cfg = config()?;
+    let len = ctx.len();
+    let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
+    let pkt = parse::packet(ctx.data(), ctx.data_end()).ok()?;
+    if pkt.proto != IPPROTO_UDP || !pkt.has_ports || !is_sip_port(cfg, pkt.sport) {
+        return None;
+    }
+    let p = pkt.payload;
+    if p + 12 > ctx.data_end() {
+        return None;
+    }
+    let first12 = unsafe { core::ptr::read_unaligned(p as *const [u8; 12]) };
+    if first12[..8] != *b"SIP/2.0 " {
+        return None;
+    }
+    let code = sip::status(&first12)?;
+    let class = (code / 100) as u32;
+    if (1..=6).contains(&class) {
+        count(stat::RESP_BASE + class);
+    }
+    if code < 200 {
+        // Provisional: the transaction is still open.
+        return None;
+    }
+
+    // The client is where the answer goes.
+    let fk = sip_filter_common::FlowKey {
+        addr: pkt.dst,
+        port: pkt.dport,
+        _pad: [0; 2],
+    };
+    let flow = FLOWS.get_ptr_mut(&fk);
+    let (m, c) = match flow {
+        Some(f) => unsafe { ((*f).method, (*f).creds) },
+        None => (method::UNKNOWN, creds::NONE),
+    };
+    if let Some(f) = flow {
+        // A final answer closes the request: a retransmitted answer must not count twice.
+        unsafe {
+            (*f).method = method::UNKNOWN;
+            (*f).creds = creds::NONE;
+        }
+    }
+
+    let key = ban::source_key(&pkt.dst, pkt.is_v6, cfg);
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    match code {
+        // A challenge to a request without credentials is the first step of digest auth.
+        401 | 407 if c != creds::NONE => {
+            ban::record_failure(&key, &pkt.dst, Failure::Auth, cfg, now)
+        }
+        403 => ban::record_failure(&key, &pkt.dst, Failure::Auth, cfg, now),
+        404 if m == method::REGISTER || m == method::INVITE => {
+            ban::record_failure(&key, &pkt.dst, Failure::NotFound, cfg, now)
+        }
+        200..=299 if c == creds::PRESENT => ban::reset_auth(&key),
+        _ => {}
+    }
+    Some(())
+}

@@ -1,0 +1,42 @@
+//! sip-filter dataplane: an XDP ingress program that drops banned, geo-blocked sources and notes
+//! what each SIP request carries, and a TC egress program that reads the PBX's answers, counts
+//! authentication failures and bans in the kernel at the threshold.
+#![no_std]
+#![no_main]
+
+mod ban;
+mod egress;
+mod geo;
+mod ingress;
+mod maps;
+mod parse;
+
+use aya_ebpf::{
+    bindings::TC_ACT_OK,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+/// Frags-aware so that jumbo and multi-buffer frames reach us (and can be read with
+/// `bpf_xdp_load_bytes`) instead of being refused by the driver.
+#[xdp(frags)]
+pub fn sip_xdp(ctx: XdpContext) -> u32 {
+    ingress::run(&ctx)
+}
+
+/// Egress never drops: it only watches the PBX's answers.
+#[classifier]
+pub fn sip_tc(ctx: TcContext) -> i32 {
+    let _ = egress::run(&ctx);
+    TC_ACT_OK as i32
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,74 @@
+//! Every map of the dataplane, grouped by role. Userspace pins them by these names.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use sip_filter_common::{Ban, Config, Failures, Flow, FlowKey, GeoKey, SCRATCH_LEN, sizes, stat};
+
+// --- policy, written by userspace ---------------------------------------------------------
+
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Trunks and offices: never dropped, never banned. Value unused.
+#[map]
+pub static ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(sizes::ALLOW, 0);
+
+/// Geo-blocking, a fixed-stride multi-level table (see `sip_filter_common::geo`).
+#[map]
+pub static GEO_V4: Array<u32> = Array::with_max_entries(sizes::GEO_TOP, 0);
+#[map]
+pub static GEO_V6: Array<u32> = Array::with_max_entries(sizes::GEO_TOP, 0);
+#[map]
+pub static GEO_NODES: HashMap<GeoKey, u32> = HashMap::with_max_entries(sizes::GEO_NODES, 0);
+
+// --- bans ----------------------------------------------------------------------------------
+
+/// Bans by source (IPv4 address or masked IPv6 prefix). A plain hash, not an LRU: tracking
+/// pressure must never evict a ban.
+#[map]
+pub static BANS: HashMap<[u8; 16], Ban> = HashMap::with_max_entries(sizes::BANS, 0);
+
+/// CIDR bans added by an operator; only consulted when `Config::ban_nets_active` is set.
+#[map]
+pub static BAN_NETS: LpmTrie<[u8; 16], Ban> = LpmTrie::with_max_entries(sizes::BAN_NETS, 0);
+
+// --- tracking ------------------------------------------------------------------------------
+
+/// Last request per client socket, written by XDP, read by TC.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(sizes::FLOWS, 0);
+
+/// Failure counters per source (IPv4 address or masked IPv6 prefix), written by TC.
+#[map]
+pub static FAILURES: LruHashMap<[u8; 16], Failures> =
+    LruHashMap::with_max_entries(sizes::FAILURES, 0);
+
+// --- reporting -----------------------------------------------------------------------------
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Ban events for the daemon's log.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(sizes::EVENTS_BYTES, 0);
+
+// --- scratch -------------------------------------------------------------------------------
+
+/// Per-CPU copy of a SIP message, so the credential scan indexes a map value with a masked
+/// index instead of fighting the verifier over packet pointers inside a loop.
+#[map]
+pub static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(p) = STATS.get_ptr_mut(index) {
+        // Per-CPU slot: no other writer, no atomic needed.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}

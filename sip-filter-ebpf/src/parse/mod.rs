@@ -1,0 +1,235 @@
+//! Header parsing shared by the XDP and TC programs: both see a linear buffer between
+//! `data` and `data_end` (TC pulls the headers in first).
+pub mod sip;
+
+use core::mem::size_of;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// How many IPv6 extension headers we walk before giving up on finding the transport header.
+const MAX_V6_EXT: usize = 6;
+
+/// A bounds-checked read position in the packet, like xdp-tools' `hdr_cursor`.
+pub struct Cursor {
+    pub pos: usize,
+    pub end: usize,
+}
+
+impl Cursor {
+    #[inline(always)]
+    pub const fn new(start: usize, end: usize) -> Self {
+        Self { pos: start, end }
+    }
+
+    /// Returns a pointer to a `T` at the cursor and moves past it, if the packet holds it.
+    #[inline(always)]
+    pub fn take<T>(&mut self) -> Option<*const T> {
+        let p = self.pos;
+        if p + size_of::<T>() > self.end {
+            return None;
+        }
+        self.pos = p + size_of::<T>();
+        Some(p as *const T)
+    }
+}
+
+#[inline(always)]
+fn be16(p: *const u8) -> u16 {
+    unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
+}
+
+/// Why a packet is not inspected further.
+pub enum Skip {
+    /// Not IP: pass without counting it as malformed.
+    NotIp,
+    /// A header is cut short or invalid.
+    Malformed,
+}
+
+/// What the verdicts need from a packet's headers.
+pub struct Packet {
+    /// Source and destination, IPv4-mapped for IPv4 (see `sip_filter_common`).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub is_v6: bool,
+    /// Transport protocol; ports are valid only when `has_ports`.
+    pub proto: u8,
+    /// False for non-first fragments (no transport header) and unknown transports.
+    pub has_ports: bool,
+    /// True for a first fragment: the transport payload continues in later fragments.
+    pub first_fragment: bool,
+    pub sport: u16,
+    pub dport: u16,
+    /// Pointer to the transport payload (valid when `proto` is UDP and `has_ports`).
+    pub payload: usize,
+    /// UDP payload length from the UDP header.
+    pub udp_payload_len: u16,
+}
+
+#[inline(always)]
+fn v4_mapped(p: *const u8) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[10] = 0xff;
+    a[11] = 0xff;
+    unsafe {
+        a[12] = *p;
+        a[13] = *p.add(1);
+        a[14] = *p.add(2);
+        a[15] = *p.add(3);
+    }
+    a
+}
+
+#[inline(always)]
+fn copy16(p: *const u8) -> [u8; 16] {
+    unsafe { core::ptr::read_unaligned(p as *const [u8; 16]) }
+}
+
+/// Parses Ethernet (up to two VLAN tags), IPv4/IPv6 and the UDP/TCP ports.
+#[inline(always)]
+pub fn packet(data: usize, data_end: usize) -> Result<Packet, Skip> {
+    let mut c = Cursor::new(data, data_end);
+    let eth = c.take::<[u8; 14]>().ok_or(Skip::Malformed)? as *const u8;
+    let mut proto = be16(unsafe { eth.add(12) });
+    // 802.1ad outer tag and 802.1Q inner tag; a third tag is not SIP we can judge.
+    for _ in 0..2 {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        let tag = c.take::<[u8; 4]>().ok_or(Skip::Malformed)? as *const u8;
+        proto = be16(unsafe { tag.add(2) });
+    }
+    match proto {
+        ETH_P_IP => ipv4(&mut c),
+        ETH_P_IPV6 => ipv6(&mut c),
+        _ => Err(Skip::NotIp),
+    }
+}
+
+#[inline(always)]
+fn ipv4(c: &mut Cursor) -> Result<Packet, Skip> {
+    let ip = c.take::<[u8; 20]>().ok_or(Skip::Malformed)? as *const u8;
+    let vihl = unsafe { *ip };
+    let ihl = (vihl & 0x0f) as usize;
+    if vihl >> 4 != 4 || ihl < 5 {
+        return Err(Skip::Malformed);
+    }
+    // Options: the header length is checked against the packet before moving on.
+    let opts = (ihl - 5) * 4;
+    if c.pos + opts > c.end {
+        return Err(Skip::Malformed);
+    }
+    c.pos += opts;
+    let frag = be16(unsafe { ip.add(6) });
+    let offset = frag & 0x1fff;
+    let more = frag & 0x2000 != 0;
+    let mut p = Packet {
+        src: v4_mapped(unsafe { ip.add(12) }),
+        dst: v4_mapped(unsafe { ip.add(16) }),
+        is_v6: false,
+        proto: unsafe { *ip.add(9) },
+        has_ports: false,
+        first_fragment: more && offset == 0,
+        sport: 0,
+        dport: 0,
+        payload: 0,
+        udp_payload_len: 0,
+    };
+    if offset != 0 {
+        return Ok(p);
+    }
+    transport(c, &mut p)?;
+    Ok(p)
+}
+
+#[inline(always)]
+fn ipv6(c: &mut Cursor) -> Result<Packet, Skip> {
+    let ip = c.take::<[u8; 40]>().ok_or(Skip::Malformed)? as *const u8;
+    if unsafe { *ip } >> 4 != 6 {
+        return Err(Skip::Malformed);
+    }
+    let mut p = Packet {
+        src: copy16(unsafe { ip.add(8) }),
+        dst: copy16(unsafe { ip.add(24) }),
+        is_v6: true,
+        proto: 0,
+        has_ports: false,
+        first_fragment: false,
+        sport: 0,
+        dport: 0,
+        payload: 0,
+        udp_payload_len: 0,
+    };
+    let mut next = unsafe { *ip.add(6) };
+    for _ in 0..MAX_V6_EXT {
+        match next {
+            // Hop-by-hop, routing, destination options: length in 8-octet units, excluding the first.
+            0 | 43 | 60 => {
+                let h = c.take::<[u8; 8]>().ok_or(Skip::Malformed)? as *const u8;
+                next = unsafe { *h };
+                let rest = unsafe { *h.add(1) } as usize * 8;
+                if c.pos + rest > c.end {
+                    return Err(Skip::Malformed);
+                }
+                c.pos += rest;
+            }
+            // Authentication header: length in 4-octet units, minus 2.
+            51 => {
+                let h = c.take::<[u8; 8]>().ok_or(Skip::Malformed)? as *const u8;
+                next = unsafe { *h };
+                let rest = unsafe { *h.add(1) } as usize * 4;
+                if c.pos + rest > c.end {
+                    return Err(Skip::Malformed);
+                }
+                c.pos += rest;
+            }
+            44 => {
+                let h = c.take::<[u8; 8]>().ok_or(Skip::Malformed)? as *const u8;
+                next = unsafe { *h };
+                let fo = be16(unsafe { h.add(2) });
+                if fo >> 3 != 0 {
+                    // Non-first fragment: address-level verdicts only.
+                    p.proto = next;
+                    return Ok(p);
+                }
+                p.first_fragment = fo & 1 != 0;
+            }
+            _ => break,
+        }
+    }
+    p.proto = next;
+    transport(c, &mut p)?;
+    Ok(p)
+}
+
+#[inline(always)]
+fn transport(c: &mut Cursor, p: &mut Packet) -> Result<(), Skip> {
+    match p.proto {
+        IPPROTO_UDP => {
+            let u = c.take::<[u8; 8]>().ok_or(Skip::Malformed)? as *const u8;
+            p.sport = be16(u);
+            p.dport = be16(unsafe { u.add(2) });
+            let len = be16(unsafe { u.add(4) });
+            if len < 8 {
+                return Err(Skip::Malformed);
+            }
+            p.udp_payload_len = len - 8;
+            p.payload = c.pos;
+            p.has_ports = true;
+        }
+        IPPROTO_TCP => {
+            // Only the ports matter: a ban with scope "sip" covers SIP over TCP and TLS.
+            let t = c.take::<[u8; 4]>().ok_or(Skip::Malformed)? as *const u8;
+            p.sport = be16(t);
+            p.dport = be16(unsafe { t.add(2) });
+            p.has_ports = true;
+        }
+        _ => {}
+    }
+    Ok(())
+}

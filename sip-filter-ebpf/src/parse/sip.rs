@@ -1,0 +1,200 @@
+//! SIP start lines and the credential scan.
+use aya_ebpf::helpers::generated::bpf_loop;
+use sip_filter_common::{SCRATCH_LEN, creds, method};
+
+/// What the first bytes of a UDP payload on a SIP port are.
+pub enum Start {
+    Request(u8),
+    Response,
+    /// Not SIP (keep-alive CRLFs, STUN, garbage).
+    Other,
+}
+
+/// Little-endian u64 of 8 ASCII bytes, to compare a whole word at once.
+const fn word(s: &[u8]) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < s.len() && i < 8 {
+        w |= (s[i] as u64) << (8 * i);
+        i += 1;
+    }
+    w
+}
+
+const fn low_bytes(n: u32) -> u64 {
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * n)) - 1
+    }
+}
+
+/// Sets 0x20 on letters of the first `n` bytes: ASCII lower-casing for comparisons with
+/// lower-case header names ('-' and ':' already have the bit set, so they survive).
+const LOWER: u64 = 0x2020_2020_2020_2020;
+
+/// Classifies the first eight payload bytes. Method names are case-sensitive in SIP.
+#[inline(always)]
+pub fn start(first8: u64) -> Start {
+    if first8 == word(b"REGISTER") {
+        Start::Request(method::REGISTER)
+    } else if first8 & low_bytes(7) == word(b"INVITE ") {
+        Start::Request(method::INVITE)
+    } else if first8 == word(b"OPTIONS ") {
+        Start::Request(method::OPTIONS)
+    } else if first8 == word(b"SUBSCRIB") {
+        Start::Request(method::SUBSCRIBE)
+    } else if first8 == word(b"MESSAGE ") {
+        Start::Request(method::MESSAGE)
+    } else if first8 == word(b"SIP/2.0 ") {
+        Start::Response
+    } else {
+        // Other methods (ACK, BYE, NOTIFY, ...): an upper-case token of 3+ letters.
+        let b0 = first8 as u8;
+        let b1 = (first8 >> 8) as u8;
+        let b2 = (first8 >> 16) as u8;
+        if b0.is_ascii_uppercase() && b1.is_ascii_uppercase() && b2.is_ascii_uppercase() {
+            Start::Request(method::OTHER)
+        } else {
+            Start::Other
+        }
+    }
+}
+
+/// Parses "SIP/2.0 NNN" from the first 12 bytes of a response. Returns the status code.
+#[inline(always)]
+pub fn status(first12: &[u8; 12]) -> Option<u16> {
+    let d0 = first12[8].wrapping_sub(b'0');
+    let d1 = first12[9].wrapping_sub(b'0');
+    let d2 = first12[10].wrapping_sub(b'0');
+    if d0 > 9 || d1 > 9 || d2 > 9 || first12[11] != b' ' {
+        return None;
+    }
+    Some(d0 as u16 * 100 + d1 as u16 * 10 + d2 as u16)
+}
+
+const MASK: u64 = (SCRATCH_LEN - 1) as u64;
+/// Bytes zeroed after the message: covers the last word loaded and every read past a line start
+/// that begins inside the message, so no read needs its own bound check.
+pub const ZERO_TAIL: usize = 32;
+
+/// High bit of each byte lane that equals `\n`; exact for every lane (no borrow false-positives).
+#[inline(always)]
+fn newlines(w: u64) -> u64 {
+    const LF: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = w ^ LF;
+    !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
+}
+
+#[inline(always)]
+fn byte(buf: *const u8, i: u64) -> u8 {
+    unsafe { *buf.add((i & MASK) as usize) }
+}
+
+#[inline(always)]
+fn load8(buf: *const u8, i: u64) -> u64 {
+    unsafe { core::ptr::read_unaligned(buf.add((i & MASK) as usize) as *const u64) }
+}
+
+/// Zero when `b` ends a header name (`:` or whitespace before it), non-zero otherwise.
+/// Arithmetic instead of comparisons: every comparison is a branch for the verifier to walk.
+#[inline(always)]
+fn not_name_end(b: u64) -> u64 {
+    const ENDS: u64 = (1 << b':') | (1 << b' ') | (1 << b'\t');
+    (((ENDS >> (b & 63)) & 1) ^ 1) | (b >> 6)
+}
+
+/// Does the line at `at` start with `Authorization` or `Proxy-Authorization` (any case),
+/// then optional whitespace and a colon? Bytes past the message are zero, so they never match.
+#[inline(always)]
+fn credentials_header(buf: *const u8, at: u64) -> bool {
+    let r0 = load8(buf, at);
+    let r1 = load8(buf, at + 8);
+    let r2 = load8(buf, at + 16);
+    let (w0, w1, w2) = (r0 | LOWER, r1 | LOWER, r2 | LOWER);
+    let auth = (w0 ^ word(b"authoriz"))
+        | ((w1 & low_bytes(5)) ^ word(b"ation"))
+        | not_name_end((r1 >> 40) & 0xff);
+    let proxy = (w0 ^ word(b"proxy-au"))
+        | (w1 ^ word(b"thorizat"))
+        | ((w2 & low_bytes(3)) ^ word(b"ion"))
+        | not_name_end((r2 >> 24) & 0xff);
+    // Both non-zero means neither matched; one branch for the whole test.
+    let nonzero = |x: u64| (x | x.wrapping_neg()) >> 63;
+    nonzero(auth) & nonzero(proxy) == 0
+}
+
+/// State shared with the `bpf_loop` callback, on the caller's stack.
+#[repr(C)]
+struct Scan {
+    buf: *const u8,
+    size: u64,
+    /// A `creds` value once decided, `UNDECIDED` while scanning.
+    result: u8,
+}
+
+const UNDECIDED: u8 = 0xff;
+
+/// One `bpf_loop` turn: the aligned word `index` of the message. Finds its newlines (SWAR) and
+/// examines each line start; only lines starting with `a`/`p` cost more than a byte compare.
+/// A callback is verified once, where a plain loop of 256 turns is walked turn by turn.
+extern "C" fn scan_word(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let s = unsafe { &mut *(ctx as *mut Scan) };
+    let buf = s.buf;
+    let pos = index * 8;
+    if pos >= s.size {
+        return 1;
+    }
+    // Aligned load: `pos` is a multiple of 8 and the scratch buffer is a map value.
+    let mut pending = newlines(unsafe { *(buf.add((pos & MASK) as usize) as *const u64) });
+    for _ in 0..8 {
+        if pending == 0 {
+            break;
+        }
+        let lowest = pending & pending.wrapping_neg();
+        pending ^= lowest;
+        // Lane of the lowest set high bit: (1 << 8k) * 0x0001020304050607 has k in its top byte.
+        let lane = ((lowest >> 7).wrapping_mul(0x0001_0203_0405_0607)) >> 56;
+        let at = pos + lane + 1;
+        let first = byte(buf, at);
+        if first == b'\r' || first == b'\n' {
+            // Blank line: end of the header section (a zero byte past the end is neither).
+            s.result = creds::NONE;
+            return 1;
+        }
+        let lc = first | 0x20;
+        if (lc == b'a' || lc == b'p') && credentials_header(buf, at) {
+            s.result = creds::PRESENT;
+            return 1;
+        }
+    }
+    0
+}
+
+/// Scans the first `size` bytes of a SIP request copied to `buf` (followed by `ZERO_TAIL` zero
+/// bytes) for a credentials header in the header section. `truncated` says that the message
+/// continues beyond `size`.
+#[inline(always)]
+pub fn scan_credentials(buf: *const u8, size: u64, truncated: bool) -> u8 {
+    let mut s = Scan {
+        buf,
+        size,
+        result: UNDECIDED,
+    };
+    let words = (size + 7) / 8;
+    unsafe {
+        bpf_loop(
+            words as u32,
+            scan_word as *mut core::ffi::c_void,
+            &mut s as *mut Scan as *mut core::ffi::c_void,
+            0,
+        )
+    };
+    match s.result {
+        UNDECIDED if truncated => creds::UNKNOWN,
+        // All bytes scanned, no credentials and no blank line.
+        UNDECIDED => creds::NONE,
+        r => r,
+    }
+}
