@@ -17,6 +17,9 @@ pub const SCAN_BUF: usize = 2048;
 /// tail and the widest read past a line start, so that an index masked with `SCRATCH_LEN - 1`
 /// is always in bounds and never wraps into the message.
 pub const SCRATCH_LEN: usize = 2 * SCAN_BUF;
+/// Bytes past `SCRATCH_LEN` in the scratch value, so that an 8-byte read at the largest masked
+/// index stays inside it (the verifier checks the index bound, not what the index can be).
+pub const SCRATCH_PAD: usize = 32;
 
 /// Prefix length added to an IPv4 prefix to place it in the IPv4-mapped IPv6 space.
 pub const V4_MAPPED_PREFIX: u32 = 96;

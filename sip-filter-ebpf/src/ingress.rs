@@ -147,11 +147,11 @@ fn scan(ctx: &XdpContext, pkt: &Packet) -> u8 {
         return creds::NONE;
     }
     let buf_len = SCAN_BUF as u64;
-    let size = if want >= buf_len {
-        buf_len
-    } else {
-        ((want - 1) & (buf_len - 1)) + 1
-    };
+    let clamped = if want >= buf_len { buf_len } else { want };
+    // LLVM would prove the mask below redundant and drop it; read through a volatile so that
+    // the instructions the 6.1 verifier needs to bound the length on one register stay.
+    let opaque = unsafe { core::ptr::read_volatile(&clamped) };
+    let size = ((opaque - 1) & (buf_len - 1)) + 1;
     let truncated = pkt.first_fragment || msg > size;
     let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), size as u32) };
     if rc != 0 {

@@ -3,7 +3,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
-use sip_filter_common::{Ban, Config, Failures, Flow, FlowKey, GeoKey, SCRATCH_LEN, sizes, stat};
+use sip_filter_common::{
+    Ban, Config, Failures, Flow, FlowKey, GeoKey, SCRATCH_LEN, SCRATCH_PAD, sizes, stat,
+};
 
 // --- policy, written by userspace ---------------------------------------------------------
 
@@ -58,7 +60,8 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(sizes::EVENTS_BYTES, 0);
 /// Per-CPU copy of a SIP message, so the credential scan indexes a map value with a masked
 /// index instead of fighting the verifier over packet pointers inside a loop.
 #[map]
-pub static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN + SCRATCH_PAD]> =
+    PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count(index: u32) {
