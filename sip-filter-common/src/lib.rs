@@ -187,6 +187,8 @@ pub struct Ban {
     pub failures: u32,
     pub reason: u8,
     pub _pad: [u8; 3],
+    /// Operator's note (`ban add --reason`), UTF-8, zero-padded; zeros for kernel bans.
+    pub note: [u8; 32],
 }
 
 impl Ban {
@@ -382,7 +384,7 @@ mod user {
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<Config>() == 16 + 2 + 6 + 16 + 8 + 32);
-    assert!(size_of::<Ban>() == 32);
+    assert!(size_of::<Ban>() == 64);
     assert!(size_of::<FlowKey>() == 20);
     assert!(size_of::<Flow>() == 16);
     assert!(size_of::<Failures>() == 24);

@@ -141,6 +141,7 @@ fn ban(
         failures,
         reason: reason as u8,
         _pad: [0; 3],
+        note: [0; 32],
     };
     if BANS.insert(key, b, 0).is_err() {
         count(stat::BAN_MAP_FULL);

@@ -4,10 +4,11 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray},
     programs::{SchedClassifier, Xdp},
 };
-use sip_filter_common::{Ban, Config, map_names, stat};
+use sip_filter_common::{Config, map_names};
+
+use crate::maps::Maps as _;
 
 use crate::EBPF_OBJECT;
 
@@ -76,65 +77,21 @@ impl Dataplane {
             .try_into()
             .expect("TC")
     }
-
-    fn config_map(&mut self) -> Result<Array<&mut MapData, Config>> {
-        Ok(Array::try_from(
-            self.ebpf.map_mut(map_names::CONFIG).context("CONFIG map")?,
-        )?)
-    }
-
-    pub fn config(&mut self) -> Result<Config> {
-        Ok(self.config_map()?.get(&0, 0)?)
-    }
-
-    pub fn set_config(&mut self, cfg: &Config) -> Result<()> {
-        self.config_map()?.set(0, cfg, 0)?;
-        Ok(())
-    }
-
-    pub fn bans(&mut self) -> Result<HashMap<&mut MapData, [u8; 16], Ban>> {
-        Ok(HashMap::try_from(
-            self.ebpf.map_mut(map_names::BANS).context("BANS map")?,
-        )?)
-    }
-
-    pub fn ban_nets(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], Ban>> {
-        Ok(LpmTrie::try_from(
-            self.ebpf
-                .map_mut(map_names::BAN_NETS)
-                .context("BAN_NETS map")?,
-        )?)
-    }
-
-    pub fn allow(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], u32>> {
-        Ok(LpmTrie::try_from(
-            self.ebpf.map_mut(map_names::ALLOW).context("ALLOW map")?,
-        )?)
-    }
-
-    /// Per-CPU counters summed, indexed like `sip_filter_common::stat`.
-    pub fn stats(&self) -> Result<[u64; stat::COUNT as usize]> {
-        let map: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map(map_names::STATS).context("STATS map")?)?;
-        let mut out = [0u64; stat::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = map.get(&(i as u32), 0)?.iter().sum();
-        }
-        Ok(out)
-    }
 }
 
-impl Dataplane {
-    pub fn geo_maps(&mut self) -> Result<crate::geo::GeoMaps<'_>> {
-        let [v4, v6, nodes] = self.ebpf.maps_disjoint_mut([
-            map_names::GEO_V4,
-            map_names::GEO_V6,
-            map_names::GEO_NODES,
-        ]);
-        Ok(crate::geo::GeoMaps {
-            v4: Array::try_from(v4.context("GEO_V4 map")?)?,
-            v6: Array::try_from(v6.context("GEO_V6 map")?)?,
-            nodes: HashMap::try_from(nodes.context("GEO_NODES map")?)?,
-        })
+impl crate::maps::Maps for Dataplane {
+    fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .with_context(|| format!("{name} map missing from object"))
+    }
+
+    fn maps3_mut(&mut self, names: [&str; 3]) -> Result<[&mut aya::maps::Map; 3]> {
+        let [a, b, c] = self.ebpf.maps_disjoint_mut(names);
+        Ok([
+            a.context("map missing")?,
+            b.context("map missing")?,
+            c.context("map missing")?,
+        ])
     }
 }

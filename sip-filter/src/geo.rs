@@ -105,6 +105,30 @@ impl GeoTable {
         Ok(t)
     }
 
+    /// Does the table block `ip`? The same walk as the kernel's (`sip-filter-ebpf/src/geo.rs`).
+    pub fn blocks(&self, ip: std::net::IpAddr) -> bool {
+        let key = crate::addr::to_key(ip);
+        let (levels, top): (&[u32], &BTreeMap<u32, u32>) = match ip {
+            std::net::IpAddr::V4(_) => (&geo::V4_LEVELS, &self.v4_top),
+            std::net::IpAddr::V6(_) => (&geo::V6_LEVELS, &self.v6_top),
+        };
+        let mut state = top
+            .get(&top_index(key, levels[0]))
+            .copied()
+            .unwrap_or(geo::PASS);
+        for l in &levels[1..] {
+            if state != geo::PARTIAL {
+                break;
+            }
+            state = self
+                .nodes
+                .get(&(*l, mask(key, *l)))
+                .copied()
+                .unwrap_or(geo::PASS);
+        }
+        state == geo::BLOCK
+    }
+
     pub fn is_empty(&self) -> bool {
         self.v4_top.is_empty() && self.v6_top.is_empty()
     }
@@ -118,6 +142,24 @@ pub struct GeoMaps<'a> {
 }
 
 impl GeoMaps<'_> {
+    /// Reads back the table the maps hold.
+    pub fn read(&self) -> Result<GeoTable> {
+        let mut t = GeoTable::default();
+        for (map, top) in [(&self.v4, &mut t.v4_top), (&self.v6, &mut t.v6_top)] {
+            for (i, v) in map.iter().enumerate() {
+                let v = v?;
+                if v != geo::PASS {
+                    top.insert(i as u32, v);
+                }
+            }
+        }
+        for item in self.nodes.iter() {
+            let (k, v) = item?;
+            t.nodes.insert((k.len, k.addr), v);
+        }
+        Ok(t)
+    }
+
     /// Moves the maps from `old` to `new`. Deeper entries are written before the entries that
     /// point to them, and entries are removed only once nothing points to them, so every
     /// address blocked in both tables stays blocked throughout.
@@ -127,7 +169,7 @@ impl GeoMaps<'_> {
             .iter()
             .filter(|(k, v)| old.nodes.get(k) != Some(v))
             .collect();
-        by_depth.sort_by(|a, b| b.0.0.cmp(&a.0.0));
+        by_depth.sort_by_key(|e| std::cmp::Reverse(e.0.0));
         for ((len, addr), state) in by_depth {
             self.nodes.insert(
                 GeoKey {

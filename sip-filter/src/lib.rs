@@ -1,8 +1,17 @@
 //! sip-filter userspace: loading the dataplane and managing its maps.
 pub mod addr;
+pub mod attach;
+pub mod bans;
 pub mod clock;
+pub mod config;
+pub mod daemon;
 pub mod dataplane;
 pub mod geo;
+pub mod geo_source;
+pub mod maps;
+pub mod pins;
+pub mod replay;
+pub mod rules;
 
 /// The eBPF object built by build.rs (XDP + TC programs and their maps).
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-filter"));

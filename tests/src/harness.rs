@@ -7,7 +7,7 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use ipnet::IpNet;
-use sip_filter::{addr, clock, dataplane::Dataplane, geo::GeoTable};
+use sip_filter::{addr, clock, dataplane::Dataplane, geo::GeoTable, maps::Maps as _};
 use sip_filter_common::{
     Ban, BanEvent, BanReason, Config, Failures, Flow, FlowKey, map_names, stat,
 };
@@ -94,7 +94,7 @@ impl Harness {
         Ok((r.return_value, r.duration.as_nanos() as f64))
     }
 
-    pub fn stats(&self) -> [u64; stat::COUNT as usize] {
+    pub fn stats(&mut self) -> [u64; stat::COUNT as usize] {
         self.dp.stats().expect("read STATS")
     }
 
@@ -159,6 +159,7 @@ impl Harness {
             failures: 0,
             reason: BanReason::Manual as u8,
             _pad: [0; 3],
+            note: [0; 32],
         };
         self.dp.bans()?.insert(k, b, 0)?;
         Ok(())
@@ -173,6 +174,7 @@ impl Harness {
             failures: 0,
             reason: BanReason::Manual as u8,
             _pad: [0; 3],
+            note: [0; 32],
         };
         self.dp.ban_nets()?.insert(&Key::new(len, k), b, 0)?;
         self.configure(|c| c.ban_nets_active = 1);

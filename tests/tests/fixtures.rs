@@ -747,14 +747,16 @@ fn answer6(code: u16, to: &str) -> Vec<u8> {
     Packet::udp(PBX6, 5060, to, 5062, sip::response(code, "X")).build()
 }
 
+/// (description, request frame or none, status, auth failures, not-found count)
+type StatusCase = (&'static str, Option<Vec<u8>>, u16, u32, u32);
+
 /// One request (or none) from the client, then one answer: the failure counters after it.
 #[test]
 fn egress_status_codes() {
     use method::*;
     let mut h = Harness::new().unwrap();
     let no_blank = reg(Creds::None).replace("\r\n\r\n", "\r\n");
-    // (description, request frame or none, status, auth failures, not-found count)
-    let cases: Vec<(&str, Option<Vec<u8>>, u16, u32, u32)> = vec![
+    let cases: Vec<StatusCase> = vec![
         (
             "401 challenge to a REGISTER without credentials",
             Some(udp(reg(Creds::None)).build()),
@@ -1077,7 +1079,7 @@ fn full_ban_map_is_counted() {
 
 #[test]
 fn responses_by_class_are_counted() {
-    let h = Harness::new().unwrap();
+    let mut h = Harness::new().unwrap();
     let before = h.stats();
     for code in [100, 180, 200, 302, 401, 404, 500, 603] {
         h.tc(&answer(code));

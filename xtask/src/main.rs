@@ -110,6 +110,13 @@ fn test(no_vm: bool, no_lint: bool) -> Result<()> {
         report.record("clippy", clippy);
     }
 
+    // The end-to-end tests run the `sip-filter` binary: build every binary first, since
+    // `cargo test` only builds the bins of packages that have integration tests.
+    report.record(
+        "build",
+        run(cargo().arg("build").args(EXCLUDE_EBPF).arg("--bins")),
+    );
+
     // The tests need root and share one kernel (links, pins, XDP hooks): serially.
     let (result, counts) = run_tests(
         cargo()

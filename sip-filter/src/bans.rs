@@ -1,0 +1,231 @@
+//! Bans as an operator sees them: add, delete, list, flush, and expiry.
+use std::{net::IpAddr, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use aya::maps::lpm_trie::Key;
+use ipnet::IpNet;
+use serde::Serialize;
+use sip_filter_common::{Ban, BanReason};
+
+use crate::{addr, clock, maps::Maps};
+
+/// A ban target from the command line: one address or a CIDR.
+pub fn parse_target(s: &str) -> Result<IpNet> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    s.parse::<IpNet>().map(|n| n.trunc()).map_err(|_| {
+        anyhow::anyhow!(
+            "{s:?} is neither an IP address nor a CIDR (e.g. 192.0.2.7 or 2001:db8::/64)"
+        )
+    })
+}
+
+/// Where a target lives: the exact-source hash (what the kernel bans) or the operator's CIDR trie.
+enum Slot {
+    Exact([u8; 16]),
+    Net(u32, [u8; 16]),
+}
+
+fn slot(target: IpNet, v6_prefix: u8) -> Slot {
+    match target {
+        IpNet::V4(n) if n.prefix_len() == 32 => Slot::Exact(addr::to_key(IpAddr::V4(n.addr()))),
+        IpNet::V6(n) if n.prefix_len() == v6_prefix || n.prefix_len() == 128 => {
+            Slot::Exact(addr::ban_key(IpAddr::V6(n.addr()), v6_prefix))
+        }
+        n => {
+            let (len, k) = addr::net_to_lpm(n);
+            Slot::Net(len, k)
+        }
+    }
+}
+
+fn v6_prefix(maps: &mut impl Maps) -> Result<u8> {
+    Ok(maps
+        .config()?
+        .v6_mask
+        .iter()
+        .map(|b| b.count_ones() as u8)
+        .sum())
+}
+
+fn note(text: &str) -> [u8; 32] {
+    let mut n = [0u8; 32];
+    let mut end = text.len().min(32);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    n[..end].copy_from_slice(&text.as_bytes()[..end]);
+    n
+}
+
+/// Bans `target` for `duration` (None: permanent). Replaces an existing ban of the same target.
+pub fn add(
+    maps: &mut impl Maps,
+    target: IpNet,
+    duration: Option<Duration>,
+    reason: &str,
+) -> Result<()> {
+    let now = clock::boot_ns();
+    let ban = Ban {
+        created_ns: now,
+        expires_ns: duration.map(|d| now + d.as_nanos() as u64).unwrap_or(0),
+        first_failure_ns: 0,
+        failures: 0,
+        reason: BanReason::Manual as u8,
+        _pad: [0; 3],
+        note: note(reason),
+    };
+    match slot(target, v6_prefix(maps)?) {
+        Slot::Exact(k) => maps
+            .bans()?
+            .insert(k, ban, 0)
+            .context("adding the ban (ban map full?)")?,
+        Slot::Net(len, k) => {
+            maps.ban_nets()?
+                .insert(&Key::new(len, k), ban, 0)
+                .context("adding the CIDR ban (map full?)")?;
+            let mut c = maps.config()?;
+            c.ban_nets_active = 1;
+            maps.set_config(&c)?;
+        }
+    }
+    Ok(())
+}
+
+/// Lifts the ban on `target` and forgets its failures, so it is not banned again at once.
+pub fn del(maps: &mut impl Maps, target: IpNet) -> Result<()> {
+    let v6 = v6_prefix(maps)?;
+    let removed = match slot(target, v6) {
+        Slot::Exact(k) => {
+            let _ = maps.failures()?.remove(&k);
+            maps.bans()?.remove(&k).is_ok()
+        }
+        Slot::Net(len, k) => maps.ban_nets()?.remove(&Key::new(len, k)).is_ok(),
+    };
+    if !removed {
+        bail!("{target} is not banned");
+    }
+    Ok(())
+}
+
+/// One ban, as `ban list` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Entry {
+    /// Address, IPv6 prefix or CIDR.
+    pub addr: String,
+    pub reason: String,
+    /// The operator's note (manual bans).
+    pub note: Option<String>,
+    pub failures: u32,
+    /// RFC 3339.
+    pub created: String,
+    /// None for a permanent ban.
+    pub expires_in_secs: Option<u64>,
+    #[serde(skip)]
+    pub expires_ns: u64,
+}
+
+fn entry(target: String, b: &Ban, now: u64) -> Entry {
+    let reason = BanReason::from_u8(b.reason)
+        .map(BanReason::as_str)
+        .unwrap_or("unknown");
+    let text_end = b.note.iter().position(|c| *c == 0).unwrap_or(b.note.len());
+    let note = String::from_utf8_lossy(&b.note[..text_end]).into_owned();
+    Entry {
+        addr: target,
+        reason: reason.to_string(),
+        note: (!note.is_empty()).then_some(note),
+        failures: b.failures,
+        created: humantime::format_rfc3339_seconds(clock::to_wall(b.created_ns)).to_string(),
+        expires_in_secs: (b.expires_ns != 0)
+            .then(|| b.expires_ns.saturating_sub(now) / 1_000_000_000),
+        expires_ns: b.expires_ns,
+    }
+}
+
+fn exact_name(k: [u8; 16], v6_prefix: u8) -> String {
+    match addr::from_key(k) {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) if v6_prefix < 128 => format!("{a}/{v6_prefix}"),
+        IpAddr::V6(a) => a.to_string(),
+    }
+}
+
+/// Bans in force (expired ones are left out: the kernel ignores them too).
+pub fn list(maps: &mut impl Maps) -> Result<Vec<Entry>> {
+    let now = clock::boot_ns();
+    let v6 = v6_prefix(maps)?;
+    let mut out = Vec::new();
+    for item in maps.bans()?.iter() {
+        let (k, b) = item?;
+        if b.active_at(now) {
+            out.push(entry(exact_name(k, v6), &b, now));
+        }
+    }
+    for item in maps.ban_nets()?.iter() {
+        let (k, b) = item?;
+        if b.active_at(now) {
+            out.push(entry(
+                addr::lpm_to_net(k.prefix_len(), k.data()).to_string(),
+                &b,
+                now,
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.addr.cmp(&b.addr));
+    Ok(out)
+}
+
+/// Lifts every ban. Returns how many were lifted.
+pub fn flush(maps: &mut impl Maps) -> Result<usize> {
+    let keys: Vec<[u8; 16]> = maps.bans()?.keys().filter_map(Result::ok).collect();
+    let nets: Vec<Key<[u8; 16]>> = maps.ban_nets()?.keys().filter_map(Result::ok).collect();
+    let mut n = 0;
+    for k in &keys {
+        if maps.bans()?.remove(k).is_ok() {
+            n += 1;
+        }
+        let _ = maps.failures()?.remove(k);
+    }
+    for k in &nets {
+        if maps.ban_nets()?.remove(k).is_ok() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Deletes bans whose time is up and returns them (for the unban log).
+pub fn expire(maps: &mut impl Maps) -> Result<Vec<Entry>> {
+    let now = clock::boot_ns();
+    let v6 = v6_prefix(maps)?;
+    let mut gone = Vec::new();
+    let expired: Vec<([u8; 16], Ban)> = maps
+        .bans()?
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, b)| !b.active_at(now))
+        .collect();
+    for (k, b) in expired {
+        if maps.bans()?.remove(&k).is_ok() {
+            gone.push(entry(exact_name(k, v6), &b, now));
+        }
+    }
+    let expired: Vec<(Key<[u8; 16]>, Ban)> = maps
+        .ban_nets()?
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, b)| !b.active_at(now))
+        .collect();
+    for (k, b) in expired {
+        if maps.ban_nets()?.remove(&k).is_ok() {
+            gone.push(entry(
+                addr::lpm_to_net(k.prefix_len(), k.data()).to_string(),
+                &b,
+                now,
+            ));
+        }
+    }
+    Ok(gone)
+}

@@ -1,0 +1,1128 @@
+//! The TOML configuration file: every key optional, with the defaults documented in
+//! `sip-filter.example.toml`.
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, de};
+use toml::Spanned;
+
+/// Shortest IPv6 prefix sources may be tracked by: shorter ones would let one client's
+/// failures ban a whole provider.
+pub const MIN_IPV6_PREFIX: u8 = 16;
+
+/// Longest `find_time` / `ban_time`: the dataplane adds durations in nanoseconds to a u64
+/// clock, and a century is far from overflowing it while being "permanent" for any practical
+/// purpose.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Parses an allowlist or zone-file entry: a CIDR (host bits are cleared) or a bare address
+/// (a /32 or /128).
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .ok()
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+/// A configuration rejected with where and why (file, line, column, reason).
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// 1-based; 0 when the error is not tied to a place in the file (e.g. unreadable file).
+    pub line: usize,
+    pub column: usize,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.path.display(), self.reason)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.path.display(),
+                self.line,
+                self.column,
+                self.reason
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `ban_scope`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BanScope {
+    /// Everything from a banned (or geo-blocked) source.
+    All,
+    /// SIP ports only (UDP and TCP, plus the TLS port).
+    Sip,
+}
+
+/// One failure rule (`[auth]` or `[enumeration]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Threshold {
+    pub max: u32,
+    pub find_time: Duration,
+    pub ban_time: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sip {
+    pub ports: Vec<u16>,
+    pub tls_port: u16,
+    pub ban_scope: BanScope,
+    pub ipv6_prefix: u8,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Geo {
+    /// MaxMind DB (GeoLite2-Country, DB-IP country lite).
+    pub database: Option<PathBuf>,
+    /// ISO 3166-1 alpha-2, upper case. At most one of block/allow is non-empty.
+    pub block_countries: Vec<String>,
+    pub allow_countries: Vec<String>,
+    /// Files of CIDRs to block, one per line, `#` comments.
+    pub cidr_files: Vec<PathBuf>,
+}
+
+/// Everything the configuration file says, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub sip: Sip,
+    pub auth: Threshold,
+    pub enumeration: Threshold,
+    pub allow: Vec<IpNet>,
+    pub geo: Geo,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            sip: Sip {
+                ports: vec![5060],
+                tls_port: 5061,
+                ban_scope: BanScope::All,
+                ipv6_prefix: 64,
+            },
+            auth: Threshold {
+                max: 5,
+                find_time: Duration::from_secs(60),
+                ban_time: Duration::from_secs(3600),
+            },
+            enumeration: Threshold {
+                max: 10,
+                find_time: Duration::from_secs(60),
+                ban_time: Duration::from_secs(3600),
+            },
+            allow: Vec::new(),
+            geo: Geo::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cx = Ctx { text, path };
+        let raw: RawFile = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+        let mut s = Settings::default();
+
+        let sip = raw.sip;
+        if let Some(ports) = &sip.ports {
+            s.sip.ports = cx.udp_ports(ports)?;
+        }
+        if let Some(v) = &sip.tls_port {
+            s.sip.tls_port = cx.port("tls_port", "TCP", v)?;
+        }
+        if let Some(v) = &sip.ban_scope {
+            s.sip.ban_scope = match cx.string("ban_scope", v)? {
+                "all" => BanScope::All,
+                "sip" => BanScope::Sip,
+                other => {
+                    return Err(cx.at(
+                        v.span(),
+                        format!("ban_scope: {other:?} is not \"all\" or \"sip\""),
+                    ));
+                }
+            };
+        }
+        if let Some(v) = &sip.ipv6_prefix {
+            let n = cx.int("ipv6_prefix", v)?;
+            s.sip.ipv6_prefix = u8::try_from(n)
+                .ok()
+                .filter(|p| (MIN_IPV6_PREFIX..=128).contains(p))
+                .ok_or_else(|| {
+                    cx.at(
+                        v.span(),
+                        format!(
+                            "ipv6_prefix: {n} is not a prefix length between {MIN_IPV6_PREFIX} and 128"
+                        ),
+                    )
+                })?;
+        }
+
+        cx.threshold(
+            &mut s.auth,
+            "max_failures",
+            raw.auth.max_failures.as_ref(),
+            raw.auth.find_time.as_ref(),
+            raw.auth.ban_time.as_ref(),
+        )?;
+        cx.threshold(
+            &mut s.enumeration,
+            "max_not_found",
+            raw.enumeration.max_not_found.as_ref(),
+            raw.enumeration.find_time.as_ref(),
+            raw.enumeration.ban_time.as_ref(),
+        )?;
+
+        if let Some(cidrs) = &raw.allow.cidrs {
+            s.allow = cx.networks(cidrs)?;
+        }
+
+        let geo = raw.geo;
+        if let Some(v) = &geo.database {
+            s.geo.database = Some(cx.path("database", v)?);
+        }
+        let block = geo.block_countries.as_ref();
+        let allow = geo.allow_countries.as_ref();
+        if let Some(list) = block {
+            s.geo.block_countries = cx.countries("block_countries", list)?;
+        }
+        if let Some(list) = allow {
+            s.geo.allow_countries = cx.countries("allow_countries", list)?;
+        }
+        if let (Some(b), Some(a)) = (block, allow)
+            && !s.geo.block_countries.is_empty()
+            && !s.geo.allow_countries.is_empty()
+        {
+            // Point at whichever comes second: that is the one that contradicts the first.
+            let (later, earlier, span) = if a.span().start > b.span().start {
+                ("allow_countries", "block_countries", a.span())
+            } else {
+                ("block_countries", "allow_countries", b.span())
+            };
+            return Err(cx.at(
+                span,
+                format!(
+                    "{later}: cannot be combined with {earlier} (block_countries blocks the \
+                     listed countries, allow_countries blocks all others): keep one"
+                ),
+            ));
+        }
+        if s.geo.database.is_none() {
+            for (field, list, codes) in [
+                ("block_countries", block, &s.geo.block_countries),
+                ("allow_countries", allow, &s.geo.allow_countries),
+            ] {
+                if let Some(list) = list
+                    && !codes.is_empty()
+                {
+                    return Err(cx.at(
+                        list.span(),
+                        format!(
+                            "{field}: countries need a country database: set [geo] database, \
+                             e.g. database = \"/usr/share/GeoIP/GeoLite2-Country.mmdb\""
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(files) = &geo.cidr_files {
+            let mut paths: Vec<PathBuf> = Vec::new();
+            for v in &files.get_ref().0 {
+                let p = cx.path("cidr_files", v)?;
+                if paths.contains(&p) {
+                    return Err(cx.at(
+                        v.span(),
+                        format!("cidr_files: {} is listed twice", p.display()),
+                    ));
+                }
+                paths.push(p);
+            }
+            s.geo.cidr_files = paths;
+        }
+        Ok(s)
+    }
+
+    /// The dataplane's view of these settings (the allowlist/geo flags are set by `rules`).
+    pub fn dataplane_config(&self) -> sip_filter_common::Config {
+        let mut ports = [0; sip_filter_common::MAX_PORTS];
+        for (slot, p) in ports.iter_mut().zip(&self.sip.ports) {
+            *slot = *p;
+        }
+        sip_filter_common::Config {
+            ports,
+            nports: self.sip.ports.len() as u8,
+            tls_port: self.sip.tls_port,
+            ban_scope: match self.sip.ban_scope {
+                BanScope::All => sip_filter_common::BAN_SCOPE_ALL,
+                BanScope::Sip => sip_filter_common::BAN_SCOPE_SIP,
+            },
+            v6_mask: sip_filter_common::Config::v6_mask_for(self.sip.ipv6_prefix),
+            auth_max_failures: self.auth.max,
+            auth_find_time_ns: self.auth.find_time.as_nanos() as u64,
+            auth_ban_time_ns: self.auth.ban_time.as_nanos() as u64,
+            enum_max_not_found: self.enumeration.max,
+            enum_find_time_ns: self.enumeration.find_time.as_nanos() as u64,
+            enum_ban_time_ns: self.enumeration.ban_time.as_nanos() as u64,
+            ..Default::default()
+        }
+    }
+
+    /// Is `ip` covered by the allowlist?
+    pub fn is_allowed(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|n| n.contains(&ip))
+    }
+}
+
+// The file as written. Every leaf is kept as a spanned TOML value and checked by hand, so that
+// each complaint names its key and points at the value itself (serde's own type errors name
+// neither). `deny_unknown_fields` makes a misspelt key or section an error.
+
+type Val = Spanned<toml::Value>;
+type List = Spanned<Items>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    sip: RawSip,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    enumeration: RawEnumeration,
+    #[serde(default)]
+    allow: RawAllow,
+    #[serde(default)]
+    geo: RawGeo,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [sip] table")]
+struct RawSip {
+    ports: Option<List>,
+    tls_port: Option<Val>,
+    ban_scope: Option<Val>,
+    ipv6_prefix: Option<Val>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "an [auth] table")]
+struct RawAuth {
+    max_failures: Option<Val>,
+    find_time: Option<Val>,
+    ban_time: Option<Val>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "an [enumeration] table")]
+struct RawEnumeration {
+    max_not_found: Option<Val>,
+    find_time: Option<Val>,
+    ban_time: Option<Val>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "an [allow] table")]
+struct RawAllow {
+    cidrs: Option<List>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [geo] table")]
+struct RawGeo {
+    database: Option<Val>,
+    block_countries: Option<List>,
+    allow_countries: Option<List>,
+    cidr_files: Option<List>,
+}
+
+/// An array whose elements keep their own spans. (A plain `Vec` would do, but serde would
+/// call a non-array "a sequence".)
+struct Items(Vec<Val>);
+
+impl<'de> Deserialize<'de> for Items {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Items;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array, e.g. [ ... ]")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Items, A::Error> {
+                let mut items = Vec::new();
+                while let Some(v) = seq.next_element()? {
+                    items.push(v);
+                }
+                Ok(Items(items))
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
+}
+
+/// The text being parsed, to turn byte spans into `file:line:column` errors.
+struct Ctx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn at(&self, span: std::ops::Range<usize>, reason: impl Into<String>) -> ConfigError {
+        let (line, column) = line_col(self.text, span.start);
+        ConfigError {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            reason: reason.into(),
+        }
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        // "field" is serde's word; in a TOML file these are keys (and sections).
+        let mut reason = e
+            .message()
+            .trim_end()
+            .replacen("unknown field", "unknown key", 1);
+        let Some(span) = e.span() else {
+            return ConfigError {
+                path: self.path.to_path_buf(),
+                line: 0,
+                column: 0,
+                reason,
+            };
+        };
+        // A type error points at the value; name the key it was given for.
+        if reason.starts_with("invalid type")
+            && let Some(key) = key_before(self.text, span.start)
+        {
+            reason = format!("{key}: {reason}");
+        }
+        // The parser does not say which key or table is repeated; the span holds it.
+        if reason == "duplicate key"
+            && let Some(key) = self.text.get(span.clone())
+        {
+            reason = format!("duplicate key `{key}` (each key and [section] may appear once)");
+        }
+        self.at(span, reason)
+    }
+
+    fn int(&self, field: &str, v: &Val) -> Result<i64, ConfigError> {
+        match v.get_ref() {
+            toml::Value::Integer(n) => Ok(*n),
+            other => Err(self.at(
+                v.span(),
+                format!(
+                    "{field}: expected a whole number, found {}",
+                    describe(other)
+                ),
+            )),
+        }
+    }
+
+    fn string<'v>(&self, field: &str, v: &'v Val) -> Result<&'v str, ConfigError> {
+        match v.get_ref() {
+            toml::Value::String(s) => Ok(s),
+            other => Err(self.at(
+                v.span(),
+                format!(
+                    "{field}: expected a string in quotes, found {}",
+                    describe(other)
+                ),
+            )),
+        }
+    }
+
+    fn port(&self, field: &str, proto: &str, v: &Val) -> Result<u16, ConfigError> {
+        let n = self.int(field, v)?;
+        u16::try_from(n).ok().filter(|p| *p != 0).ok_or_else(|| {
+            self.at(
+                v.span(),
+                format!("{field}: {n} is not a valid {proto} port"),
+            )
+        })
+    }
+
+    fn udp_ports(&self, list: &List) -> Result<Vec<u16>, ConfigError> {
+        let items = &list.get_ref().0;
+        if items.is_empty() {
+            return Err(self.at(
+                list.span(),
+                "ports: at least one port is needed (5060 is the standard SIP port)",
+            ));
+        }
+        let mut ports: Vec<u16> = Vec::new();
+        for (i, v) in items.iter().enumerate() {
+            let p = self.port("ports", "UDP", v)?;
+            if i == sip_filter_common::MAX_PORTS {
+                return Err(self.at(
+                    v.span(),
+                    format!(
+                        "ports: at most {} ports are supported",
+                        sip_filter_common::MAX_PORTS
+                    ),
+                ));
+            }
+            if ports.contains(&p) {
+                return Err(self.at(v.span(), format!("ports: {p} is listed twice")));
+            }
+            ports.push(p);
+        }
+        Ok(ports)
+    }
+
+    fn duration(&self, field: &str, v: &Val) -> Result<Duration, ConfigError> {
+        let s = match v.get_ref() {
+            toml::Value::String(s) => s.trim(),
+            other => {
+                return Err(self.at(
+                    v.span(),
+                    format!(
+                        "{field}: expected a duration in quotes, such as \"60s\", \"10m\" or \
+                         \"1h 30m\", found {}",
+                        describe(other)
+                    ),
+                ));
+            }
+        };
+        let permanent = "permanent bans are not supported: give a duration such as \"1d\" \
+                         or \"4w\" (a source that keeps failing is banned again)";
+        let d = match humantime::parse_duration(s) {
+            Ok(d) => d,
+            Err(_)
+                if field == "ban_time"
+                    && matches!(
+                        s.to_ascii_lowercase().as_str(),
+                        "permanent" | "forever" | "never" | "infinite" | "-1"
+                    ) =>
+            {
+                return Err(self.at(v.span(), format!("{field}: {permanent}")));
+            }
+            Err(e) => {
+                return Err(self.at(
+                    v.span(),
+                    format!(
+                        "{field}: {s:?} is not a duration ({e}); write e.g. \"60s\", \"10m\" \
+                         or \"1h 30m\""
+                    ),
+                ));
+            }
+        };
+        if d.is_zero() {
+            let why = if field == "ban_time" {
+                permanent
+            } else {
+                "must be longer than 0"
+            };
+            return Err(self.at(v.span(), format!("{field}: {why}")));
+        }
+        if d > MAX_DURATION {
+            return Err(self.at(
+                v.span(),
+                format!("{field}: {s:?} is longer than the supported maximum of 100 years"),
+            ));
+        }
+        Ok(d)
+    }
+
+    fn threshold(
+        &self,
+        t: &mut Threshold,
+        max_field: &str,
+        max: Option<&Val>,
+        find_time: Option<&Val>,
+        ban_time: Option<&Val>,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = max {
+            let n = self.int(max_field, v)?;
+            t.max = u32::try_from(n).map_err(|_| {
+                self.at(
+                    v.span(),
+                    format!(
+                        "{max_field}: {n} is not a count from 0 (off) to {}",
+                        u32::MAX
+                    ),
+                )
+            })?;
+        }
+        if let Some(v) = find_time {
+            t.find_time = self.duration("find_time", v)?;
+        }
+        if let Some(v) = ban_time {
+            t.ban_time = self.duration("ban_time", v)?;
+        }
+        Ok(())
+    }
+
+    fn networks(&self, list: &List) -> Result<Vec<IpNet>, ConfigError> {
+        let mut nets: Vec<IpNet> = Vec::new();
+        for v in &list.get_ref().0 {
+            let s = self.string("cidrs", v)?;
+            let net = parse_net(s.trim()).ok_or_else(|| {
+                self.at(
+                    v.span(),
+                    format!(
+                        "cidrs: {s:?} is not an address or network (e.g. \"198.51.100.7\", \
+                         \"198.51.100.0/24\", \"2001:db8::/48\")"
+                    ),
+                )
+            })?;
+            if nets.contains(&net) {
+                return Err(self.at(v.span(), format!("cidrs: {net} is listed twice")));
+            }
+            nets.push(net);
+        }
+        Ok(nets)
+    }
+
+    fn countries(&self, field: &str, list: &List) -> Result<Vec<String>, ConfigError> {
+        let mut codes: Vec<String> = Vec::new();
+        for v in &list.get_ref().0 {
+            let s = self.string(field, v)?;
+            if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(self.at(
+                    v.span(),
+                    format!(
+                        "{field}: {s:?} is not a two-letter country code (ISO 3166-1 alpha-2, \
+                         e.g. \"US\")"
+                    ),
+                ));
+            }
+            let code = s.to_ascii_uppercase();
+            if codes.contains(&code) {
+                return Err(self.at(v.span(), format!("{field}: {code} is listed twice")));
+            }
+            codes.push(code);
+        }
+        Ok(codes)
+    }
+
+    fn path(&self, field: &str, v: &Val) -> Result<PathBuf, ConfigError> {
+        let s = self.string(field, v)?;
+        if s.trim().is_empty() {
+            return Err(self.at(v.span(), format!("{field}: the path is empty")));
+        }
+        Ok(PathBuf::from(s))
+    }
+}
+
+/// "found ..." for a value of the wrong type.
+fn describe(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("the string {s:?}"),
+        toml::Value::Integer(n) => format!("the number {n}"),
+        toml::Value::Float(x) => format!("the number {x}"),
+        toml::Value::Boolean(b) => format!("{b}"),
+        toml::Value::Datetime(d) => format!("the date {d}"),
+        toml::Value::Array(_) => "an array".to_owned(),
+        toml::Value::Table(_) => "a table".to_owned(),
+    }
+}
+
+/// The key of `key = value` when `offset` is where the value starts (values begin on the
+/// line of their key, also inside inline tables).
+fn key_before(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let key = line
+        .trim_end()
+        .strip_suffix('=')?
+        .trim_end()
+        .rsplit(|c: char| c.is_whitespace() || c == '{' || c == ',')
+        .next()?
+        .trim_matches(|c| c == '"' || c == '\'');
+    (!key.is_empty()).then_some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Settings {
+        Settings::parse(text, Path::new("sip-filter.toml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The error as the operator sees it: `file:line:column: reason`.
+    fn err(text: &str) -> String {
+        Settings::parse(text, Path::new("sip-filter.toml"))
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    const EXAMPLE: &str = include_str!("../../sip-filter.example.toml");
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(parse(""), Settings::default());
+        assert_eq!(
+            parse("# nothing\n\n[sip]\n[auth]\n[geo]\n"),
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn defaults_match_the_dataplane_defaults() {
+        assert_eq!(
+            Settings::default().dataplane_config(),
+            sip_filter_common::Config::default()
+        );
+    }
+
+    #[test]
+    fn full_file() {
+        let s = parse(
+            r#"
+[sip]
+ports = [5060, 5080]
+tls_port = 5063
+ban_scope = "sip"
+ipv6_prefix = 56
+
+[auth]
+max_failures = 3
+find_time = "10m"
+ban_time = "1h 30m"
+
+[enumeration]
+max_not_found = 0
+find_time = "30s"
+ban_time = "2d"
+
+[allow]
+cidrs = ["198.51.100.0/24", "2001:db8:100::/48", "203.0.113.7", "2001:db8::1", "192.0.2.9/24"]
+
+[geo]
+database = "/usr/share/GeoIP/GeoLite2-Country.mmdb"
+block_countries = ["ps", "AL"]
+cidr_files = ["/etc/sip-filter/blocked.zone", "other.zone"]
+"#,
+        );
+        assert_eq!(
+            s,
+            Settings {
+                sip: Sip {
+                    ports: vec![5060, 5080],
+                    tls_port: 5063,
+                    ban_scope: BanScope::Sip,
+                    ipv6_prefix: 56,
+                },
+                auth: Threshold {
+                    max: 3,
+                    find_time: Duration::from_secs(600),
+                    ban_time: Duration::from_secs(5400),
+                },
+                enumeration: Threshold {
+                    max: 0,
+                    find_time: Duration::from_secs(30),
+                    ban_time: Duration::from_secs(2 * 86400),
+                },
+                allow: vec![
+                    net("198.51.100.0/24"),
+                    net("2001:db8:100::/48"),
+                    net("203.0.113.7/32"),
+                    net("2001:db8::1/128"),
+                    // Host bits are cleared.
+                    net("192.0.2.0/24"),
+                ],
+                geo: Geo {
+                    database: Some("/usr/share/GeoIP/GeoLite2-Country.mmdb".into()),
+                    block_countries: vec!["PS".into(), "AL".into()],
+                    allow_countries: vec![],
+                    cidr_files: vec!["/etc/sip-filter/blocked.zone".into(), "other.zone".into()],
+                },
+            }
+        );
+        assert!(s.is_allowed("203.0.113.7".parse().unwrap()));
+        assert!(!s.is_allowed("203.0.113.8".parse().unwrap()));
+        let dp = s.dataplane_config();
+        assert_eq!(dp.nports, 2);
+        assert_eq!(&dp.ports[..3], &[5060, 5080, 0]);
+        assert_eq!(dp.ban_scope, sip_filter_common::BAN_SCOPE_SIP);
+        assert_eq!(dp.auth_find_time_ns, 600_000_000_000);
+    }
+
+    #[test]
+    fn allow_countries_and_inline_tables() {
+        let s = parse(
+            "geo = { database = \"db.mmdb\", allow_countries = [\"us\", \"CA\"] }\n\
+             sip = { ports = [5060, 5061, 5062, 5063, 5064, 5065, 5066, 5067] }\n",
+        );
+        assert_eq!(s.geo.allow_countries, ["US", "CA"]);
+        assert!(s.geo.block_countries.is_empty());
+        assert_eq!(s.sip.ports.len(), sip_filter_common::MAX_PORTS);
+        // An empty list of the other kind is no conflict.
+        let s = parse(
+            "[geo]\ndatabase = \"db.mmdb\"\nblock_countries = []\nallow_countries = [\"US\"]\n",
+        );
+        assert_eq!(s.geo.allow_countries, ["US"]);
+        // A database alone (for `geo lookup`) is fine.
+        let s = parse("[geo]\ndatabase = \"db.mmdb\"\n");
+        assert_eq!(s.geo.database, Some(PathBuf::from("db.mmdb")));
+    }
+
+    #[test]
+    fn example_file_states_the_defaults() {
+        assert_eq!(parse(EXAMPLE), Settings::default());
+    }
+
+    /// Uncomments the example's `#key = value` lines (but not `skip`).
+    fn uncomment(text: &str, skip: &str) -> String {
+        text.lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest)
+                    if rest.starts_with(|c: char| c.is_ascii_lowercase())
+                        && !rest.starts_with(skip) =>
+                {
+                    rest.to_owned()
+                }
+                _ => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn example_file_examples_are_valid() {
+        let text = uncomment(EXAMPLE, "allow_countries")
+            // The commented `cidrs` example follows the default `cidrs = []`.
+            .replace("cidrs = []\n", "");
+        let s = parse(&text);
+        assert_eq!(
+            s.geo.database,
+            Some(PathBuf::from("/usr/share/GeoIP/GeoLite2-Country.mmdb"))
+        );
+        assert_eq!(s.geo.block_countries, ["PS", "AL"]);
+        assert_eq!(
+            s.geo.cidr_files,
+            [PathBuf::from("/etc/sip-filter/blocked.zone")]
+        );
+        assert_eq!(s.allow.len(), 3);
+        assert_eq!(s.sip, Settings::default().sip);
+
+        let text = uncomment(EXAMPLE, "block_countries").replace("cidrs = []\n", "");
+        assert_eq!(parse(&text).geo.allow_countries, ["US", "CA"]);
+
+        // Both at once is the documented conflict.
+        let text = uncomment(EXAMPLE, "none").replace("cidrs = []\n", "");
+        assert!(err(&text).contains("allow_countries: cannot be combined with block_countries"));
+    }
+
+    #[test]
+    fn syntax_errors() {
+        assert_eq!(
+            err("[sip]\nports = [5060\n"),
+            "sip-filter.toml:2:14: unclosed array, expected `]`"
+        );
+        assert_eq!(
+            err("[sip]\n[sip]\n"),
+            "sip-filter.toml:2:2: duplicate key `sip` (each key and [section] may appear once)"
+        );
+        assert_eq!(
+            err("[auth]\nban_time = \"1h\"\nban_time = \"2h\"\n"),
+            "sip-filter.toml:3:1: duplicate key `ban_time` (each key and [section] may appear \
+             once)"
+        );
+        assert_eq!(
+            err("[sip]\nports = [5060]]\n"),
+            "sip-filter.toml:2:15: unexpected key or value, expected newline, `#`"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_sections() {
+        assert_eq!(
+            err("[sip]\nport = [5060]\n"),
+            "sip-filter.toml:2:1: unknown key `port`, expected one of `ports`, `tls_port`, \
+             `ban_scope`, `ipv6_prefix`"
+        );
+        assert_eq!(
+            err("[sip]\nports = [5060]\n\n[jail]\nmaxretry = 3\n"),
+            "sip-filter.toml:4:2: unknown key `jail`, expected one of `sip`, `auth`, \
+             `enumeration`, `allow`, `geo`"
+        );
+        assert_eq!(
+            err("[auth]\nmaxretry = 3\n"),
+            "sip-filter.toml:2:1: unknown key `maxretry`, expected one of `max_failures`, \
+             `find_time`, `ban_time`"
+        );
+        assert_eq!(
+            err("[enumeration]\nmax_failures = 3\n"),
+            "sip-filter.toml:2:1: unknown key `max_failures`, expected one of `max_not_found`, \
+             `find_time`, `ban_time`"
+        );
+        assert_eq!(
+            err("[geo]\ncountries = [\"US\"]\n"),
+            "sip-filter.toml:2:1: unknown key `countries`, expected one of `database`, \
+             `block_countries`, `allow_countries`, `cidr_files`"
+        );
+        assert_eq!(
+            err("[allow]\ncidr = []\n"),
+            "sip-filter.toml:2:1: unknown key `cidr`, expected `cidrs`"
+        );
+    }
+
+    #[test]
+    fn wrong_types() {
+        assert_eq!(
+            err("[sip]\nports = 5060\n"),
+            "sip-filter.toml:2:9: ports: invalid type: integer `5060`, expected an array, e.g. [ ... ]"
+        );
+        assert_eq!(
+            err("sip = 5\n"),
+            "sip-filter.toml:1:7: sip: invalid type: integer `5`, expected a [sip] table"
+        );
+        assert_eq!(
+            err("[sip]\nports = [\"5060\"]\n"),
+            "sip-filter.toml:2:10: ports: expected a whole number, found the string \"5060\""
+        );
+        assert_eq!(
+            err("[sip]\ntls_port = 5061.0\n"),
+            "sip-filter.toml:2:12: tls_port: expected a whole number, found the number 5061"
+        );
+        assert_eq!(
+            err("[sip]\nban_scope = true\n"),
+            "sip-filter.toml:2:13: ban_scope: expected a string in quotes, found true"
+        );
+        assert_eq!(
+            err("[auth]\nmax_failures = \"5\"\n"),
+            "sip-filter.toml:2:16: max_failures: expected a whole number, found the string \"5\""
+        );
+        assert_eq!(
+            err("[geo]\ndatabase = [\"a.mmdb\"]\n"),
+            "sip-filter.toml:2:12: database: expected a string in quotes, found an array"
+        );
+    }
+
+    #[test]
+    fn sip_values() {
+        assert_eq!(
+            err("# SIP ports\n[sip]\n\n\n\nports = [5060, 70000]\n"),
+            "sip-filter.toml:6:16: ports: 70000 is not a valid UDP port"
+        );
+        assert_eq!(
+            err("[sip]\nports = [0]\n"),
+            "sip-filter.toml:2:10: ports: 0 is not a valid UDP port"
+        );
+        assert_eq!(
+            err("[sip]\nports = []\n"),
+            "sip-filter.toml:2:9: ports: at least one port is needed (5060 is the standard SIP port)"
+        );
+        assert_eq!(
+            err("[sip]\nports = [1, 2, 3, 4, 5, 6, 7, 8, 9]\n"),
+            "sip-filter.toml:2:34: ports: at most 8 ports are supported"
+        );
+        assert_eq!(
+            err("[sip]\nports = [5060,\n  5080,\n  5060]\n"),
+            "sip-filter.toml:4:3: ports: 5060 is listed twice"
+        );
+        assert_eq!(
+            err("[sip]\ntls_port = -1\n"),
+            "sip-filter.toml:2:12: tls_port: -1 is not a valid TCP port"
+        );
+        assert_eq!(
+            err("[sip]\nban_scope = \"All\"\n"),
+            "sip-filter.toml:2:13: ban_scope: \"All\" is not \"all\" or \"sip\""
+        );
+        assert_eq!(
+            err("[sip]\nipv6_prefix = 8\n"),
+            "sip-filter.toml:2:15: ipv6_prefix: 8 is not a prefix length between 16 and 128"
+        );
+        assert_eq!(
+            err("[sip]\nipv6_prefix = 129\n"),
+            "sip-filter.toml:2:15: ipv6_prefix: 129 is not a prefix length between 16 and 128"
+        );
+        assert_eq!(parse("[sip]\nipv6_prefix = 128\n").sip.ipv6_prefix, 128);
+        assert_eq!(parse("[sip]\nipv6_prefix = 16\n").sip.ipv6_prefix, 16);
+        assert_eq!(parse("[sip]\nports = [65535]\n").sip.ports, [65535]);
+    }
+
+    #[test]
+    fn thresholds() {
+        assert_eq!(
+            err("[auth]\nmax_failures = -1\n"),
+            "sip-filter.toml:2:16: max_failures: -1 is not a count from 0 (off) to 4294967295"
+        );
+        assert_eq!(
+            err("[enumeration]\nmax_not_found = 4294967296\n"),
+            "sip-filter.toml:2:17: max_not_found: 4294967296 is not a count from 0 (off) to \
+             4294967295"
+        );
+        assert_eq!(
+            err("[auth]\nfind_time = 60\n"),
+            "sip-filter.toml:2:13: find_time: expected a duration in quotes, such as \"60s\", \
+             \"10m\" or \"1h 30m\", found the number 60"
+        );
+        assert_eq!(
+            err("[auth]\nfind_time = \"0s\"\n"),
+            "sip-filter.toml:2:13: find_time: must be longer than 0"
+        );
+        assert_eq!(
+            err("[enumeration]\nfind_time = \"10 parsecs\"\n"),
+            "sip-filter.toml:2:13: find_time: \"10 parsecs\" is not a duration (unknown time unit \
+             \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, \
+             years (and few variations)); write e.g. \"60s\", \"10m\" or \"1h 30m\""
+        );
+        for permanent in ["0", "permanent", "-1"] {
+            assert_eq!(
+                err(&format!("[auth]\nban_time = \"{permanent}\"\n")),
+                "sip-filter.toml:2:12: ban_time: permanent bans are not supported: give a \
+                 duration such as \"1d\" or \"4w\" (a source that keeps failing is banned again)"
+            );
+        }
+        assert_eq!(
+            err("[auth]\nban_time = \"101y\"\n"),
+            "sip-filter.toml:2:12: ban_time: \"101y\" is longer than the supported maximum of \
+             100 years"
+        );
+        let s = parse("[auth]\nban_time = \"4w\"\n[enumeration]\nfind_time = \"1h 30m\"\n");
+        assert_eq!(s.auth.ban_time, Duration::from_secs(28 * 86400));
+        assert_eq!(s.enumeration.find_time, Duration::from_secs(5400));
+        assert_eq!(s.auth.max, 5);
+    }
+
+    #[test]
+    fn allowlist() {
+        assert_eq!(
+            err("[allow]\ncidrs = [\"198.51.100.0/24\", \"198.51.100.0/33\"]\n"),
+            "sip-filter.toml:2:29: cidrs: \"198.51.100.0/33\" is not an address or network (e.g. \
+             \"198.51.100.7\", \"198.51.100.0/24\", \"2001:db8::/48\")"
+        );
+        assert_eq!(
+            err("[allow]\ncidrs = [\"pbx.example.com\"]\n"),
+            "sip-filter.toml:2:10: cidrs: \"pbx.example.com\" is not an address or network (e.g. \
+             \"198.51.100.7\", \"198.51.100.0/24\", \"2001:db8::/48\")"
+        );
+        assert_eq!(
+            err("[allow]\ncidrs = [\"2001:db8::/48\", \"2001:db8::1/48\"]\n"),
+            "sip-filter.toml:2:27: cidrs: 2001:db8::/48 is listed twice"
+        );
+        assert_eq!(
+            err("[allow]\ncidrs = [5060]\n"),
+            "sip-filter.toml:2:10: cidrs: expected a string in quotes, found the number 5060"
+        );
+    }
+
+    #[test]
+    fn geo_values() {
+        assert_eq!(
+            err("[geo]\ndatabase = \"\"\n"),
+            "sip-filter.toml:2:12: database: the path is empty"
+        );
+        assert_eq!(
+            err("[geo]\ncidr_files = [\"a.zone\", \" \"]\n"),
+            "sip-filter.toml:2:25: cidr_files: the path is empty"
+        );
+        assert_eq!(
+            err("[geo]\ncidr_files = [\"a.zone\", \"a.zone\"]\n"),
+            "sip-filter.toml:2:25: cidr_files: a.zone is listed twice"
+        );
+        assert_eq!(
+            err("[geo]\ndatabase = \"c.mmdb\"\nblock_countries = [\"PS\", \"USA\"]\n"),
+            "sip-filter.toml:3:26: block_countries: \"USA\" is not a two-letter country code \
+             (ISO 3166-1 alpha-2, e.g. \"US\")"
+        );
+        assert_eq!(
+            err("[geo]\ndatabase = \"c.mmdb\"\nallow_countries = [\"U1\"]\n"),
+            "sip-filter.toml:3:20: allow_countries: \"U1\" is not a two-letter country code \
+             (ISO 3166-1 alpha-2, e.g. \"US\")"
+        );
+        assert_eq!(
+            err("[geo]\ndatabase = \"c.mmdb\"\nallow_countries = [\"us\", \"US\"]\n"),
+            "sip-filter.toml:3:26: allow_countries: US is listed twice"
+        );
+        assert_eq!(
+            err(
+                "[geo]\ndatabase = \"c.mmdb\"\nallow_countries = [\"US\"]\nblock_countries = [\"PS\"]\n"
+            ),
+            "sip-filter.toml:4:19: block_countries: cannot be combined with allow_countries \
+             (block_countries blocks the listed countries, allow_countries blocks all others): \
+             keep one"
+        );
+        assert_eq!(
+            err(
+                "[geo]\nblock_countries = [\"PS\"]\nallow_countries = [\"US\"]\ndatabase = \"c.mmdb\"\n"
+            ),
+            "sip-filter.toml:3:19: allow_countries: cannot be combined with block_countries \
+             (block_countries blocks the listed countries, allow_countries blocks all others): \
+             keep one"
+        );
+        assert_eq!(
+            err("[geo]\nblock_countries = [\"PS\"]\n"),
+            "sip-filter.toml:2:19: block_countries: countries need a country database: set [geo] \
+             database, e.g. database = \"/usr/share/GeoIP/GeoLite2-Country.mmdb\""
+        );
+        // Files are not looked at while parsing: that happens when the rules are applied.
+        let s = parse("[geo]\ndatabase = \"/nonexistent.mmdb\"\ncidr_files = [\"/nonexistent\"]\n");
+        assert_eq!(s.geo.cidr_files, [PathBuf::from("/nonexistent")]);
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        // "é" is two bytes but one column.
+        assert_eq!(
+            err("# café\n[allow]\ncidrs = [\"é\"]\n"),
+            "sip-filter.toml:3:10: cidrs: \"é\" is not an address or network (e.g. \
+             \"198.51.100.7\", \"198.51.100.0/24\", \"2001:db8::/48\")"
+        );
+        assert_eq!(line_col("ab\ncé d", 7), (2, 4));
+        assert_eq!(line_col("ab\n", 3), (2, 1));
+        assert_eq!(line_col("", 5), (1, 1));
+    }
+
+    #[test]
+    fn load_reports_unreadable_files() {
+        let e = Settings::load(Path::new("/nonexistent/sip-filter.toml")).unwrap_err();
+        assert_eq!(e.line, 0);
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/sip-filter.toml: cannot read: ")
+        );
+    }
+
+    #[test]
+    fn parse_net_accepts_addresses() {
+        assert_eq!(parse_net("192.0.2.1"), Some(net("192.0.2.1/32")));
+        assert_eq!(parse_net("2001:db8::/33"), Some(net("2001:db8::/33")));
+        assert_eq!(parse_net("192.0.2.1/24"), Some(net("192.0.2.0/24")));
+        assert_eq!(parse_net("192.0.2.0/"), None);
+        assert_eq!(parse_net(""), None);
+    }
+}

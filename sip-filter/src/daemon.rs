@@ -1,0 +1,166 @@
+//! `sip-filter run`: attach, apply the rules, then watch: log bans as the kernel issues them,
+//! expire bans, reload on SIGHUP. Stopping the daemon leaves the filter attached and enforcing.
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use sip_filter_common::{BanEvent, BanReason, map_names};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    addr,
+    attach::{self, Mode},
+    bans, clock,
+    config::Settings,
+    dataplane::Dataplane,
+    geo::GeoTable,
+    maps::Maps as _,
+    pins, rules,
+};
+
+pub struct RunArgs {
+    pub iface: String,
+    pub config: Option<PathBuf>,
+    pub mode: Mode,
+}
+
+fn load_settings(path: Option<&Path>) -> Result<Settings> {
+    match path {
+        Some(p) => Ok(Settings::load(p)?),
+        None => Ok(Settings::default()),
+    }
+}
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    pins::require_root("sip-filter run")?;
+    pins::require_interface(&args.iface)?;
+    let settings = load_settings(args.config.as_deref())?;
+    pins::ensure_bpffs()?;
+    let dir = pins::dir(&args.iface);
+    let restart = dir.join(map_names::CONFIG).exists();
+    crate::maps::check_layout(&dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+    let mut dp = Dataplane::load(Some(&dir))?;
+    // After a restart the maps hold the previous geo table; changes apply as a difference.
+    let old_geo = if restart {
+        dp.geo_table()?
+    } else {
+        GeoTable::default()
+    };
+    let mut geo = rules::apply(&mut dp, &settings, &old_geo)?;
+    attach::attach(&mut dp, &args.iface, args.mode, &dir)?;
+    pins::write_pid(&args.iface)?;
+    std::fs::write(pins::mode_file(&args.iface), args.mode.as_str()).ok();
+    let bans_now = bans::list(&mut dp)?.len();
+    info!(
+        iface = %args.iface,
+        mode = args.mode.as_str(),
+        pins = %dir.display(),
+        restart,
+        bans = bans_now,
+        geo_prefixes = geo.prefixes,
+        allow = settings.allow.len(),
+        "sip-filter attached{}",
+        if restart { " (reusing pinned maps: no ban lost)" } else { "" }
+    );
+
+    let ring = RingBuf::try_from(dp.ebpf.take_map(map_names::EVENTS).context("EVENTS map")?)?;
+    // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until it is dropped.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("watching the ban ring buffer: {e}"))?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut settings = settings;
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                drain_events(guard.get_inner_mut(), &settings);
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                match bans::expire(&mut dp) {
+                    Ok(gone) => for b in gone {
+                        info!(addr = %b.addr, reason = %b.reason, "unbanned: ban expired");
+                    },
+                    Err(e) => warn!("expiring bans: {e:#}"),
+                }
+            }
+            _ = hup.recv() => {
+                match reload(&mut dp, args.config.as_deref(), &geo) {
+                    Ok((s, g)) => {
+                        info!(geo_prefixes = g.prefixes, allow = s.allow.len(), "configuration reloaded");
+                        settings = s;
+                        geo = g;
+                    }
+                    Err(e) => error!("configuration rejected, the running rules stay as they were: {e:#}"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!(
+        iface = %args.iface,
+        "daemon stopping; the filter stays attached and enforcing (remove it with `sip-filter detach --iface {}`)",
+        args.iface
+    );
+    let _ = std::fs::remove_file(pins::pid_file(&args.iface));
+    Ok(())
+}
+
+fn reload(dp: &mut Dataplane, path: Option<&Path>, geo: &GeoTable) -> Result<(Settings, GeoTable)> {
+    let s = load_settings(path)?;
+    let g = rules::apply(dp, &s, geo)?;
+    Ok((s, g))
+}
+
+fn drain_events(ring: &mut RingBuf<MapData>, settings: &Settings) {
+    while let Some(item) = ring.next() {
+        if item.len() < size_of::<BanEvent>() {
+            warn!(len = item.len(), "short ban event");
+            continue;
+        }
+        // SAFETY: the kernel wrote a BanEvent (repr(C), every bit pattern valid).
+        let e: BanEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        log_ban(&e, settings);
+    }
+}
+
+fn log_ban(e: &BanEvent, settings: &Settings) {
+    let ip = addr::from_key(e.addr);
+    let who = match ip {
+        std::net::IpAddr::V6(_) => format!("{ip}/{}", settings.sip.ipv6_prefix),
+        std::net::IpAddr::V4(_) => ip.to_string(),
+    };
+    let reason = BanReason::from_u8(e.reason)
+        .map(BanReason::as_str)
+        .unwrap_or("unknown");
+    let window = Duration::from_nanos(e.time_ns.saturating_sub(e.first_failure_ns));
+    let until = humantime::format_rfc3339_seconds(clock::to_wall(e.expires_ns));
+    let what = match BanReason::from_u8(e.reason) {
+        Some(BanReason::NotFound) => "unknown extensions (404)",
+        _ => "failed authentications",
+    };
+    info!(
+        addr = %who,
+        reason,
+        failures = e.failures,
+        window_secs = window.as_secs_f64(),
+        until = %until,
+        "banned {who}: {} {what} in {:.1}s, until {until}",
+        e.failures,
+        window.as_secs_f64()
+    );
+}
