@@ -2,7 +2,7 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use sip_filter_common::{Ban, BanEvent, BanReason, Config, Failures, stat};
 
-use crate::maps::{ALLOW, BAN_NETS, BANS, EVENTS, FAILURES, count};
+use crate::maps::{ALLOW, BAN_NETS, BANS, EVENTS, FAILURES, count, now};
 
 /// The key a source is tracked and banned under: IPv4 as is, IPv6 masked to the configured prefix
 /// (an attacker owns a whole /64, not one address).
@@ -24,17 +24,17 @@ pub fn is_allowed(addr: &[u8; 16], cfg: &Config) -> bool {
 }
 
 /// Is there a ban in force for this source? Expired bans count as absent; userspace deletes
-/// them and logs the unban.
+/// them and logs the unban. The clock is read only for a ban that has an expiry.
 #[inline(always)]
-pub fn is_banned(key: &[u8; 16], addr: &[u8; 16], cfg: &Config, now: u64) -> bool {
+pub fn is_banned(key: &[u8; 16], addr: &[u8; 16], cfg: &Config) -> bool {
     if let Some(b) = unsafe { BANS.get(key) }
-        && b.active_at(now)
+        && (b.expires_ns == 0 || now() < b.expires_ns)
     {
         return true;
     }
     if cfg.ban_nets_active != 0
         && let Some(b) = BAN_NETS.get(Key::new(128, *addr))
-        && b.active_at(now)
+        && (b.expires_ns == 0 || now() < b.expires_ns)
     {
         return true;
     }

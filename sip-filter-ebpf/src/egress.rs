@@ -1,11 +1,11 @@
 //! TC egress: reads the PBX's SIP responses and counts failures per client.
-use aya_ebpf::{helpers::generated::bpf_ktime_get_boot_ns, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use sip_filter_common::{creds, method, stat};
 
 use crate::{
     ban::{self, Failure},
     ingress::is_sip_port,
-    maps::{FLOWS, config, count},
+    maps::{FLOWS, config, count, now},
     parse::{self, IPPROTO_UDP, sip},
 };
 
@@ -59,7 +59,7 @@ pub fn run(ctx: &TcContext) -> Option<()> {
     }
 
     let key = ban::source_key(&pkt.dst, pkt.is_v6, cfg);
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let now = now();
     match code {
         // A challenge to a request without credentials is the first step of digest auth.
         401 | 407 if c != creds::NONE => {

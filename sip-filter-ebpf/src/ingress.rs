@@ -1,7 +1,7 @@
 //! XDP ingress verdict: allowlist, ban, geo, then SIP request inspection.
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    helpers::generated::{bpf_ktime_get_boot_ns, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
 use sip_filter_common::{BAN_SCOPE_ALL, Config, Flow, FlowKey, SCAN_BUF, creds, stat};
@@ -62,12 +62,11 @@ pub fn run(ctx: &XdpContext) -> u32 {
     if !pkt.has_ports && pkt.proto == IPPROTO_UDP {
         count(stat::NON_FIRST_FRAGMENT);
     }
-    let now = unsafe { bpf_ktime_get_boot_ns() };
     let key = ban::source_key(&pkt.src, pkt.is_v6, cfg);
 
     // The ban lookup comes first because it is the hot path under attack; the allowlist still
     // wins, it is only consulted after a hit.
-    if ban::is_banned(&key, &pkt.src, cfg, now) && in_scope(cfg, &pkt) {
+    if ban::is_banned(&key, &pkt.src, cfg) && in_scope(cfg, &pkt) {
         if ban::is_allowed(&pkt.src, cfg) {
             return verdict(stat::ALLOWLISTED, XDP_PASS);
         }
@@ -80,7 +79,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
         return verdict(stat::DROPPED_GEO, XDP_DROP);
     }
     if pkt.proto == IPPROTO_UDP && pkt.has_ports && is_sip_port(cfg, pkt.dport) {
-        inspect_request(ctx, &pkt, now);
+        inspect_request(ctx, &pkt);
     }
     verdict(stat::PASSED, XDP_PASS)
 }
@@ -88,7 +87,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
 /// Records the method of a SIP request and whether it carries credentials, for the egress
 /// program to judge the PBX's answer.
 #[inline(always)]
-fn inspect_request(ctx: &XdpContext, pkt: &Packet, now: u64) {
+fn inspect_request(ctx: &XdpContext, pkt: &Packet) {
     let p = pkt.payload;
     if p + 8 > ctx.data_end() {
         count(stat::NON_SIP_ON_SIP_PORT);
@@ -117,13 +116,19 @@ fn inspect_request(ctx: &XdpContext, pkt: &Packet, now: u64) {
         _pad: [0; 2],
     };
     let f = Flow {
-        last_ns: now,
         method,
         creds,
         _pad: [0; 6],
     };
-    // LRU: a full map evicts the oldest client, which only forgets a pending request.
-    let _ = FLOWS.insert(&k, &f, 0);
+    // Re-registering phones and guessing scanners reuse their socket: updating in place costs a
+    // lookup, where an LRU insert costs several times more. A full map evicts the oldest client,
+    // which only forgets a pending request.
+    match FLOWS.get_ptr_mut(&k) {
+        Some(old) => unsafe { *old = f },
+        None => {
+            let _ = FLOWS.insert(&k, &f, 0);
+        }
+    }
 }
 
 /// Copies up to `SCAN_BUF` bytes of the message to the per-CPU scratch buffer and scans them.
@@ -158,8 +163,9 @@ fn scan(ctx: &XdpContext, pkt: &Packet) -> u8 {
         return creds::UNKNOWN;
     }
     // Whatever an earlier packet left past the message must not be read as part of this one.
-    for i in 0..sip::ZERO_TAIL {
-        unsafe { *buf.add(size as usize + i) = 0 };
+    // Word stores: a byte loop here compiles to a call to a byte-at-a-time memset.
+    for i in 0..sip::ZERO_TAIL / 8 {
+        unsafe { core::ptr::write_unaligned(buf.add(size as usize + 8 * i) as *mut u64, 0) };
     }
     sip::scan_credentials(buf, size, truncated)
 }

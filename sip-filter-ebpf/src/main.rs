@@ -24,6 +24,12 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
     ingress::run(&ctx)
 }
 
+/// Benchmark baseline: what an XDP program that does nothing costs. Never attached.
+#[xdp]
+pub fn sip_pass(_ctx: XdpContext) -> u32 {
+    aya_ebpf::bindings::xdp_action::XDP_PASS
+}
+
 /// Egress never drops: it only watches the PBX's answers.
 #[classifier]
 pub fn sip_tc(ctx: TcContext) -> i32 {

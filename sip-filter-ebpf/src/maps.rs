@@ -63,6 +63,17 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(sizes::EVENTS_BYTES, 0);
 pub static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN + SCRATCH_PAD]> =
     PerCpuArray::with_max_entries(1, 0);
 
+/// See `sip_filter_common::CLOCK_INDEX`.
+#[map]
+pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Boot-clock nanoseconds, to the tick: coarse monotonic time plus the suspend offset.
+#[inline(always)]
+pub fn now() -> u64 {
+    let offset = CLOCK.get(0).copied().unwrap_or(0);
+    unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }.wrapping_add(offset)
+}
+
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(p) = STATS.get_ptr_mut(index) {

@@ -90,6 +90,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 guard.clear_ready();
             }
             _ = tick.tick() => {
+                if let Err(e) = dp.sync_clock() {
+                    warn!("updating the kernel's clock offset: {e:#}");
+                }
                 match bans::expire(&mut dp) {
                     Ok(gone) => for b in gone {
                         info!(addr = %b.addr, reason = %b.reason, "unbanned: ban expired");

@@ -59,6 +59,7 @@ impl Dataplane {
         if dp.config()?.nports == 0 {
             dp.set_config(&Config::default())?;
         }
+        dp.sync_clock()?;
         Ok(dp)
     }
 

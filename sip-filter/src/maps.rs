@@ -25,6 +25,13 @@ pub trait Maps {
         Ok(())
     }
 
+    /// Writes the suspend offset the kernel adds to its coarse clock (see `CLOCK_INDEX`).
+    fn sync_clock(&mut self) -> Result<()> {
+        let mut m: Array<&mut MapData, u64> = Array::try_from(self.map_mut(map_names::CLOCK)?)?;
+        m.set(sip_filter_common::CLOCK_INDEX, crate::clock::suspend_offset_ns(), 0)?;
+        Ok(())
+    }
+
     fn bans(&mut self) -> Result<HashMap<&mut MapData, [u8; 16], Ban>> {
         Ok(HashMap::try_from(self.map_mut(map_names::BANS)?)?)
     }
@@ -90,6 +97,7 @@ fn expected_layout(name: &str) -> (u32, u32) {
         map_names::STATS => (4, 8),
         map_names::EVENTS => (0, 0),
         map_names::SCRATCH => (4, SCRATCH_LEN + SCRATCH_PAD),
+        map_names::CLOCK => (4, 8),
         _ => (0, 0),
     };
     (k as u32, v as u32)

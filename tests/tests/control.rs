@@ -1,133 +1,14 @@
 //! Control plane end to end: the real `sip-filter` daemon and CLI on a veth between two
 //! network namespaces, with a small SIP registrar behind the filter. Needs root; fails loudly
 //! without it.
-use std::{
-    net::IpAddr,
-    path::PathBuf,
-    process::{Command, Output},
-    time::Duration,
-};
+use std::{net::IpAddr, process::Command, time::Duration};
 
 use tests::{
+    filter::{Filter, bin},
     mmdb,
-    netns::{Link, PBX_V4, PBX_V6, Proc, wait_for},
-    responder::{Client, Creds, Responder},
+    netns::{PBX_V4, PBX_V6, wait_for},
+    responder::Creds,
 };
-
-/// The `sip-filter` binary built next to this test.
-fn bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let b = dir.join("sip-filter");
-    assert!(
-        b.exists(),
-        "{} missing: build the workspace first",
-        b.display()
-    );
-    b
-}
-
-/// A filter on the PBX side of a link, its daemon, and its files. Drop stops the daemon and
-/// detaches the filter, so nothing is left pinned.
-struct Filter {
-    link: Link,
-    daemon: Option<Proc>,
-    tmp: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Filter {
-    fn start(client_addrs: &[&str], config: &str) -> Filter {
-        let link = Link::new(client_addrs).expect("creating the namespaces");
-        let tmp = tempfile::tempdir().unwrap();
-        let cfg = tmp.path().join("sip-filter.toml");
-        std::fs::write(&cfg, config).unwrap();
-        let mut f = Filter {
-            link,
-            daemon: None,
-            tmp,
-            config: cfg,
-        };
-        f.run_daemon();
-        f
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.tmp.path().join("daemon.log")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    fn run_daemon(&mut self) {
-        let mut cmd = self.link.pbx.command(bin().to_str().unwrap());
-        cmd.args([
-            "run",
-            "--iface",
-            &self.link.pbx_if,
-            "--config",
-            self.config.to_str().unwrap(),
-        ]);
-        let attached_before = self.log().matches("sip-filter attached").count();
-        let p = Proc::spawn(cmd, &self.log_path()).unwrap();
-        let attached = wait_for(Duration::from_secs(20), || {
-            self.log().matches("sip-filter attached").count() > attached_before
-        });
-        assert!(attached, "daemon did not attach:\n{}", self.log());
-        self.daemon = Some(p);
-    }
-
-    /// Runs the CLI in the PBX namespace against this filter's interface.
-    fn cli(&self, args: &[&str]) -> Output {
-        let mut cmd = self.link.pbx.command(bin().to_str().unwrap());
-        cmd.args(args).args(["--iface", &self.link.pbx_if]);
-        cmd.output().unwrap()
-    }
-
-    fn cli_ok(&self, args: &[&str]) -> String {
-        let o = self.cli(args);
-        assert!(
-            o.status.success(),
-            "sip-filter {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn bans(&self) -> Vec<serde_json::Value> {
-        let out = self.cli_ok(&["ban", "list", "--json"]);
-        serde_json::from_str::<serde_json::Value>(&out)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-
-    fn client(&self, local: &str) -> Client {
-        Client::new(&self.link.client, local).unwrap()
-    }
-
-    fn responder(&self) -> Responder {
-        Responder::start(&self.link.pbx).unwrap()
-    }
-
-    fn hup(&self) {
-        self.daemon.as_ref().unwrap().signal(libc::SIGHUP);
-    }
-}
-
-impl Drop for Filter {
-    fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.signal(libc::SIGTERM);
-            let _ = d.wait_exit(Duration::from_secs(5));
-        }
-        let _ = Command::new(bin())
-            .args(["detach", "--iface", &self.link.pbx_if])
-            .output();
-    }
-}
 
 const BASE: &str = "[auth]\nmax_failures = 3\nfind_time = \"60s\"\nban_time = \"1h\"\n";
 
