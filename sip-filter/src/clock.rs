@@ -17,7 +17,10 @@ pub fn boot_ns() -> u64 {
 /// kernel side adds to its coarse monotonic clock (`CLOCK` map).
 pub fn suspend_offset_ns() -> u64 {
     let read = |id| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: clock_gettime writes into the timespec we own.
         unsafe { libc::clock_gettime(id, &mut ts) };
         ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
