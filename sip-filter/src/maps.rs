@@ -28,7 +28,11 @@ pub trait Maps {
     /// Writes the suspend offset the kernel adds to its coarse clock (see `CLOCK_INDEX`).
     fn sync_clock(&mut self) -> Result<()> {
         let mut m: Array<&mut MapData, u64> = Array::try_from(self.map_mut(map_names::CLOCK)?)?;
-        m.set(sip_filter_common::CLOCK_INDEX, crate::clock::suspend_offset_ns(), 0)?;
+        m.set(
+            sip_filter_common::CLOCK_INDEX,
+            crate::clock::suspend_offset_ns(),
+            0,
+        )?;
         Ok(())
     }
 

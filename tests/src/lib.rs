@@ -1,4 +1,5 @@
 //! Test support for sip-filter: packet and SIP builders, and a BPF_PROG_TEST_RUN harness.
+pub mod bench;
 pub mod filter;
 pub mod harness;
 pub mod mmdb;

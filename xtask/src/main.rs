@@ -45,7 +45,8 @@ enum Task {
         #[arg(long)]
         no_lint: bool,
     },
-    /// Setup, then run the packet-fixture tests in a VM on Debian 12's 6.1 kernel
+    /// Setup, then run the packet-fixture and control-plane tests in a VM on Debian 12's 6.1
+    /// kernel
     Vm(vm::VmArgs),
     /// Setup, then run the demo (`tests` crate, bin `demo`)
     Demo {
@@ -132,8 +133,10 @@ fn test(no_vm: bool, no_lint: bool) -> Result<()> {
     } else {
         match vm::run(&vm::VmArgs::default()) {
             Ok(outcome) => {
-                report.counts += outcome.counts;
-                report.record(format!("VM tests ({})", outcome.release), outcome.check());
+                report.counts += outcome.counts();
+                for (step, result) in outcome.steps() {
+                    report.record(step, result);
+                }
             }
             Err(e) => report.record("VM tests", Err(e)),
         }

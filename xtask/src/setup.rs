@@ -35,6 +35,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "nftables",
     "iptables",
     "netsniff-ng",
+    // `cargo xtask bench`: turns GRO on for the receiving veth, which gives it the NAPI
+    // context that frames redirected by the XDP live-frames sender need.
+    "ethtool",
     "python3-pip",
 ];
 

@@ -1,5 +1,10 @@
-//! The VM's initramfs: busybox, the test binary with its shared libraries,
-//! the kernel modules and an `/init` that runs the tests and reports.
+//! The VM's initramfs: busybox, the test binaries and the programs they run
+//! (with their shared libraries), the kernel modules and an `/init` that runs
+//! the test binaries in turn and reports each one.
+//!
+//! Layout: the test binaries in `/xtask/deps/`, other programs (the
+//! `sip-filter` binary) in `/xtask/`, as in cargo's target directory, since
+//! the control tests look for `sip-filter` at `<test exe dir>/../sip-filter`.
 //!
 //! The newc cpio archive is written here rather than with cpio(1) so that
 //! `/dev/console` can be a device node without mknod (and root) on the host:
@@ -15,15 +20,22 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{RELEASE_MARKER, RESULT_MARKER, kernel::Module};
+use super::{RELEASE_MARKER, RESULT_MARKER, START_MARKER, TestBinary, kernel::Module};
 use crate::util::output;
 
 const BUSYBOX: &str = "/bin/busybox";
 const MODULE_DIR: &str = "lib/modules/xtask";
-const BINARY_DIR: &str = "xtask";
+const PROGRAM_DIR: &str = "xtask";
+const TEST_DIR: &str = "xtask/deps";
 
 pub struct Contents<'a> {
-    pub binary: &'a Path,
+    /// Run in this order, each with `--test-threads=1` and `args`.
+    pub tests: &'a [TestBinary],
+    /// Programs the tests run, next to the test directory.
+    pub programs: &'a [PathBuf],
+    /// Host programs that replace busybox's applets of the same name; they
+    /// keep their host path (e.g. `/usr/sbin/ip`).
+    pub tools: &'a [PathBuf],
     pub args: &'a [String],
     pub modules: &'a [Module],
 }
@@ -54,8 +66,22 @@ fn write_contents<W: Write>(cpio: &mut Cpio<W>, contents: &Contents) -> Result<(
     }
     cpio.char_device("dev/console", 5, 1)?;
     cpio.char_device("dev/null", 1, 3)?;
-    add_busybox(cpio)?;
-    add_with_libraries(cpio, contents.binary, &binary_path(contents.binary)?)?;
+    let replaced: HashSet<&str> = contents
+        .tools
+        .iter()
+        .filter_map(|t| t.file_name()?.to_str())
+        .collect();
+    add_busybox(cpio, &replaced)?;
+    for tool in contents.tools {
+        let inside = host_path_inside(tool);
+        add_with_libraries(cpio, tool, &inside)?;
+    }
+    for test in contents.tests {
+        add_with_libraries(cpio, &test.path, &in_dir(TEST_DIR, &test.path)?)?;
+    }
+    for program in contents.programs {
+        add_with_libraries(cpio, program, &in_dir(PROGRAM_DIR, program)?)?;
+    }
     for module in contents.modules {
         cpio.file(
             &format!("{MODULE_DIR}/{}.ko", module.name),
@@ -69,33 +95,44 @@ fn write_contents<W: Write>(cpio: &mut Cpio<W>, contents: &Contents) -> Result<(
 }
 
 /// Busybox plus a symlink for each applet, so that the init script and any
-/// test that shells out find `ip`, `mount` and friends on PATH.
-fn add_busybox<W: Write>(cpio: &mut Cpio<W>) -> Result<()> {
+/// test that shells out find `mount` and friends on PATH; applets named in
+/// `replaced` are left out for the host's real programs.
+fn add_busybox<W: Write>(cpio: &mut Cpio<W>, replaced: &HashSet<&str>) -> Result<()> {
     cpio.file_from_host(&BUSYBOX[1..], 0o755, Path::new(BUSYBOX))?;
     let applets = output(Command::new(BUSYBOX).arg("--list-full"))?;
     for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty()) {
-        if applet != &BUSYBOX[1..] {
+        let name = applet.rsplit('/').next().unwrap_or(applet);
+        if applet != &BUSYBOX[1..] && !replaced.contains(name) {
             cpio.symlink(applet, BUSYBOX)?;
         }
     }
     Ok(())
 }
 
-fn binary_path(binary: &Path) -> Result<String> {
+/// `dir/<file name of binary>`.
+fn in_dir(dir: &str, binary: &Path) -> Result<String> {
     let name = binary
         .file_name()
         .and_then(|n| n.to_str())
         .with_context(|| format!("odd binary name: {}", binary.display()))?;
-    Ok(format!("{BINARY_DIR}/{name}"))
+    Ok(format!("{dir}/{name}"))
+}
+
+/// A host path as an archive member name (no leading `/`).
+fn host_path_inside(path: &Path) -> String {
+    path.to_string_lossy().trim_start_matches('/').to_string()
 }
 
 /// Copies `binary` to `dest` and the shared libraries `ldd` lists (loader
-/// included) to their own paths.
+/// included) to their own paths; a library several binaries share is
+/// written once.
 fn add_with_libraries<W: Write>(cpio: &mut Cpio<W>, binary: &Path, dest: &str) -> Result<()> {
     cpio.file_from_host(dest, 0o755, binary)?;
     for lib in shared_libraries(binary)? {
-        let inside = lib.to_string_lossy().trim_start_matches('/').to_string();
-        cpio.file_from_host(&inside, 0o755, &lib)?;
+        let inside = host_path_inside(&lib);
+        if !cpio.contains(&inside) {
+            cpio.file_from_host(&inside, 0o755, &lib)?;
+        }
     }
     Ok(())
 }
@@ -140,10 +177,18 @@ fn shell_quote(arg: &str) -> String {
 }
 
 fn init_script(contents: &Contents) -> Result<String> {
-    let mut command = format!("/{} --test-threads=1", binary_path(contents.binary)?);
-    for arg in contents.args {
-        command.push(' ');
-        command.push_str(&shell_quote(arg));
+    let mut runs = String::new();
+    for test in contents.tests {
+        runs.push_str(&format!(
+            "run_tests {} /{} --test-threads=1",
+            shell_quote(&test.name),
+            in_dir(TEST_DIR, &test.path)?
+        ));
+        for arg in contents.args {
+            runs.push(' ');
+            runs.push_str(&shell_quote(arg));
+        }
+        runs.push('\n');
     }
     let modules: Vec<&str> = contents.modules.iter().map(|m| m.name.as_str()).collect();
     Ok(format!(
@@ -155,6 +200,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t bpf bpf /sys/fs/bpf
 mount -t tmpfs tmpfs /tmp
+# `ip netns add` bind-mounts namespaces under /run/netns; the daemon keeps its pid file in /run.
+mount -t tmpfs tmpfs /run
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 ip link set lo up
@@ -163,9 +210,16 @@ for m in {modules}; do
     insmod /{MODULE_DIR}/$m.ko || echo "xtask-vm: insmod $m failed (built in or already loaded?)"
 done
 cd /
-{command}
-echo "{RESULT_MARKER}$?"
-# Let the serial port drain: poweroff does not wait for it.
+# run_tests NAME COMMAND...: the markers let the host attribute each
+# binary's output, exit code and time.
+run_tests() {{
+    name=$1
+    shift
+    echo "{START_MARKER}$name"
+    "$@"
+    echo "{RESULT_MARKER}$name $?"
+}}
+{runs}# Let the serial port drain: poweroff does not wait for it.
 sleep 1
 poweroff -f
 "#,
@@ -178,8 +232,11 @@ struct Cpio<W: Write> {
     out: W,
     next_ino: u32,
     dirs: HashSet<String>,
+    /// Everything written but directories.
+    names: HashSet<String>,
 }
 
+const S_IFMT: u32 = 0o170000;
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
 const S_IFLNK: u32 = 0o120000;
@@ -191,12 +248,20 @@ impl<W: Write> Cpio<W> {
             out,
             next_ino: 1,
             dirs: HashSet::new(),
+            names: HashSet::new(),
         }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.names.contains(name) || self.dirs.contains(name)
     }
 
     fn header(&mut self, name: &str, mode: u32, size: u64, rdev: (u32, u32)) -> io::Result<()> {
         let size =
             u32::try_from(size).map_err(|_| io::Error::other(format!("{name} is over 4 GiB")))?;
+        if mode & S_IFMT != S_IFDIR && !self.names.insert(name.to_string()) {
+            return Err(io::Error::other(format!("{name} is in the archive twice")));
+        }
         let name_size = name.len() + 1;
         let ino = self.next_ino;
         self.next_ino += 1;
@@ -300,6 +365,40 @@ mod tests {
             ]
         );
         assert!(parse_ldd("\tlibfoo.so => not found\n").is_err());
+    }
+
+    #[test]
+    fn init_runs_each_binary_with_the_args() {
+        let tests = ["fixtures", "control"].map(|n| TestBinary {
+            name: n.to_string(),
+            path: PathBuf::from(format!("/t/debug/deps/{n}-abc")),
+        });
+        let args = ["ban it".to_string()];
+        let contents = Contents {
+            tests: &tests,
+            programs: &[],
+            tools: &[],
+            args: &args,
+            modules: &[],
+        };
+        let init = init_script(&contents).unwrap();
+        let f = init
+            .find("run_tests 'fixtures' /xtask/deps/fixtures-abc --test-threads=1 'ban it'\n")
+            .unwrap();
+        let c = init
+            .find("run_tests 'control' /xtask/deps/control-abc --test-threads=1 'ban it'\n")
+            .unwrap();
+        assert!(f < c && c < init.find("poweroff -f").unwrap());
+        assert!(init.contains(&format!("echo \"{RESULT_MARKER}$name $?\"")));
+    }
+
+    #[test]
+    fn cpio_refuses_a_name_twice() {
+        let mut cpio = Cpio::new(Vec::new());
+        cpio.file("a/b", 0o644, b"1").unwrap();
+        cpio.dir("a").unwrap();
+        assert!(cpio.contains("a/b"));
+        assert!(cpio.file("a/b", 0o644, b"2").is_err());
     }
 
     #[test]

@@ -10,25 +10,56 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{RELEASE_MARKER, RESULT_MARKER};
+use super::{RELEASE_MARKER, RESULT_MARKER, START_MARKER};
 use crate::{summary::TestCounts, tee::tee_lines};
 
 /// What the guest reported on its console.
 #[derive(Debug, Default)]
 pub struct Console {
     pub release: Option<String>,
+    /// The test binaries the guest started, in order.
+    pub runs: Vec<Run>,
+    /// The VM was killed at the deadline.
+    pub timed_out: bool,
+}
+
+/// One test binary's run, between its start and result markers.
+#[derive(Debug)]
+pub struct Run {
+    pub name: String,
     pub exit_code: Option<i32>,
+    /// From the libtest summary lines printed while it ran.
     pub counts: TestCounts,
+    started: Instant,
+    pub elapsed: Option<Duration>,
 }
 
 impl Console {
-    fn read_line(&mut self, line: &str) {
-        if let Some(rest) = after(line, RESULT_MARKER) {
-            self.exit_code = rest.split_whitespace().next().and_then(|n| n.parse().ok());
+    /// Reads one console line that arrived at `now`.
+    pub fn read_line(&mut self, line: &str, now: Instant) {
+        if let Some(rest) = after(line, START_MARKER) {
+            if let Some(name) = rest.split_whitespace().next() {
+                self.runs.push(Run {
+                    name: name.to_string(),
+                    exit_code: None,
+                    counts: TestCounts::default(),
+                    started: now,
+                    elapsed: None,
+                });
+            }
+        } else if let Some(rest) = after(line, RESULT_MARKER) {
+            let mut words = rest.split_whitespace();
+            let (Some(name), Some(code)) = (words.next(), words.next()) else {
+                return;
+            };
+            if let Some(run) = self.runs.iter_mut().rev().find(|r| r.name == name) {
+                run.exit_code = code.parse().ok();
+                run.elapsed = Some(now.saturating_duration_since(run.started));
+            }
         } else if let Some(rest) = after(line, RELEASE_MARKER) {
             self.release = rest.split_whitespace().next().map(str::to_string);
-        } else {
-            self.counts.add_line(line);
+        } else if let Some(run) = self.runs.last_mut().filter(|r| r.exit_code.is_none()) {
+            run.counts.add_line(line);
         }
     }
 }
@@ -79,21 +110,29 @@ pub fn boot(kernel: &Path, initrd: &Path, timeout: Duration) -> Result<Console> 
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) => console.read_line(&line),
+            Ok(line) => console.read_line(&line, Instant::now()),
             Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
                 // End the guest's unfinished line (often `test name ... `).
                 println!();
-                bail!(
-                    "the VM did not finish within {}s (see --timeout)",
+                eprintln!(
+                    "xtask: the VM did not finish within {}s (see --timeout): killing it",
                     timeout.as_secs()
-                )
+                );
+                console.timed_out = true;
+                break;
             }
         }
     }
+    if console.timed_out {
+        // Closes the console pipe, which ends the reader.
+        drop(qemu);
+        let _ = reader.join();
+        return Ok(console);
+    }
     let _ = reader.join();
     let status = qemu.0.wait().context("waiting for qemu")?;
-    if !status.success() && console.exit_code.is_none() {
+    if !status.success() && console.runs.is_empty() {
         bail!("qemu failed ({status})");
     }
     Ok(console)
@@ -106,13 +145,30 @@ mod tests {
     #[test]
     fn reads_markers_amid_kernel_noise() {
         let mut c = Console::default();
-        c.read_line(&format!("{RELEASE_MARKER}6.1.0-56-cloud-amd64"));
-        c.read_line("test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured");
-        c.read_line(&format!(
-            "[   3.1] random: crng init done{RESULT_MARKER}101"
-        ));
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(50);
+        c.read_line(&format!("{RELEASE_MARKER}6.1.0-56-cloud-amd64"), t0);
+        c.read_line("test result: ok. 9 passed; 0 failed; 0 ignored", t0);
+        c.read_line(&format!("{START_MARKER}fixtures"), t0);
+        c.read_line(
+            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured",
+            t0,
+        );
+        c.read_line(
+            &format!("[   3.1] random: crng init done{RESULT_MARKER}fixtures 0"),
+            t1,
+        );
+        c.read_line(&format!("{START_MARKER}control"), t1);
+        c.read_line("test result: FAILED. 5 passed; 1 failed; 0 ignored", t1);
+        c.read_line(&format!("{RESULT_MARKER}control 101"), t1);
+        c.read_line("test result: ok. 7 passed; 0 failed; 0 ignored", t1);
         assert_eq!(c.release.as_deref(), Some("6.1.0-56-cloud-amd64"));
-        assert_eq!(c.exit_code, Some(101));
-        assert_eq!(c.counts.passed, 2);
+        assert_eq!(c.runs.len(), 2);
+        let (f, ctl) = (&c.runs[0], &c.runs[1]);
+        assert_eq!((f.name.as_str(), f.exit_code), ("fixtures", Some(0)));
+        assert_eq!(f.counts.passed, 2);
+        assert_eq!(f.elapsed, Some(Duration::from_secs(50)));
+        assert_eq!((ctl.name.as_str(), ctl.exit_code), ("control", Some(101)));
+        assert_eq!((ctl.counts.passed, ctl.counts.failed), (5, 1));
     }
 }
