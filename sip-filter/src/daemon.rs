@@ -41,6 +41,13 @@ fn load_settings(path: Option<&Path>) -> Result<Settings> {
 pub async fn run(args: RunArgs) -> Result<()> {
     pins::require_root("sip-filter run")?;
     pins::require_interface(&args.iface)?;
+    if let Some(pid) = pins::daemon_pid(&args.iface) {
+        anyhow::bail!(
+            "a sip-filter daemon already runs on {} (pid {pid}); send it SIGHUP to reload its \
+             configuration, or stop it first",
+            args.iface
+        );
+    }
     let settings = load_settings(args.config.as_deref())?;
     pins::ensure_bpffs()?;
     let dir = pins::dir(&args.iface);

@@ -349,6 +349,22 @@ fn bad_input_gets_a_one_line_error_and_changes_nothing() {
         "{err}"
     );
 
+    // A second daemon on the same interface is refused; the first keeps running.
+    let o = f
+        .link
+        .pbx
+        .command(bin().to_str().unwrap())
+        .args(["run", "--iface", &f.link.pbx_if])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already runs"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(f.cli_ok(&["status"]).contains("running (pid"));
+
     // A broken config is refused at start with file:line:col.
     let bad = f.tmp.path().join("bad.toml");
     std::fs::write(&bad, "[sip]\nports = [70000]\n").unwrap();
