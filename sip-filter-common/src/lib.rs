@@ -69,8 +69,10 @@ pub mod sizes {
     pub const FLOWS: u32 = 524_288;
     /// Per source failure counters.
     pub const FAILURES: u32 = 524_288;
-    /// Entries of the geo top-level tables: one per /16 of each family.
-    pub const GEO_TOP: u32 = 65_536;
+    /// IPv4 geo bitmap words: 2^24 /24s, 64 per word.
+    pub const GEO_V4_WORDS: u32 = 1 << 18;
+    /// IPv6 geo top level: one entry per /16.
+    pub const GEO_V6_TOP: u32 = 65_536;
     pub const GEO_NODES: u32 = 1_048_576;
     pub const EVENTS_BYTES: u32 = 256 * 1024;
 }
@@ -296,19 +298,30 @@ pub struct GeoKey {
     pub addr: [u8; 16],
 }
 
-/// Values of `GEO_V4`, `GEO_V6` (indexed by the first 16 bits of the address) and `GEO_NODES`.
-/// The geo tables are a multi-level table with fixed strides (IPv4: /16, /24, /32; IPv6: /16,
-/// /32, /48, /64): a lookup costs at most one array and three hash lookups whatever the number
-/// of prefixes loaded, where an LPM trie slows down as it fills.
+/// Value of `GEO_V4`: 64 consecutive IPv4 /24s (word index: address >> 14; bit: (address >> 8)
+/// & 63). A `block` bit drops the whole /24; a `partial` bit sends the lookup to the /32 nodes
+/// of `GEO_NODES`. One inlined array read decides nearly every IPv4 packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GeoBits {
+    pub block: u64,
+    pub partial: u64,
+}
+
+/// Values of `GEO_V6` (indexed by the first 16 bits of the address) and `GEO_NODES`.
+/// The geo tables have fixed strides (IPv4: a /24 bitmap, then /32; IPv6: /16, /32, /48, /64):
+/// a lookup costs at most one array and three hash lookups (IPv4: one array, rarely one hash)
+/// whatever the number of prefixes loaded, where an LPM trie slows down as it fills.
 pub mod geo {
     pub const PASS: u32 = 0;
     pub const BLOCK: u32 = 1;
     /// Some addresses below this node are blocked: look one level deeper.
     pub const PARTIAL: u32 = 2;
 
-    /// Stride boundaries, in the IPv4-mapped space for IPv4.
-    pub const V4_LEVELS: [u32; 3] = [96 + 16, 96 + 24, 96 + 32];
+    /// IPv6 stride boundaries.
     pub const V6_LEVELS: [u32; 4] = [16, 32, 48, 64];
+    /// IPv4: `address >> V4_WORD_SHIFT` is the `GEO_V4` word index.
+    pub const V4_WORD_SHIFT: u32 = 14;
 }
 
 /// Per-CPU counters, indices into `STATS`.
@@ -386,6 +399,7 @@ mod user {
     unsafe impl aya::Pod for Failures {}
     unsafe impl aya::Pod for BanEvent {}
     unsafe impl aya::Pod for GeoKey {}
+    unsafe impl aya::Pod for GeoBits {}
 }
 
 /// Sizes pinned here must match the kernel side; a struct that grows implicit padding fails to

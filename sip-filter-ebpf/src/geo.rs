@@ -21,15 +21,13 @@ fn node(len: u32, addr: &[u8; 16], keep: usize) -> u32 {
 #[inline(always)]
 pub fn blocked(addr: &[u8; 16], is_v6: bool) -> bool {
     if !is_v6 {
-        let top = ((addr[12] as u32) << 8) | addr[13] as u32;
-        let mut state = GEO_V4.get(top).copied().unwrap_or(geo::PASS);
-        if state == geo::PARTIAL {
-            state = node(96 + 24, addr, 15);
-            if state == geo::PARTIAL {
-                state = node(96 + 32, addr, 16);
-            }
-        }
-        return state == geo::BLOCK;
+        let a = u32::from_be_bytes([addr[12], addr[13], addr[14], addr[15]]);
+        let Some(w) = GEO_V4.get(a >> geo::V4_WORD_SHIFT) else {
+            return false;
+        };
+        let bit = 1u64 << ((a >> 8) & 63);
+        return w.block & bit != 0
+            || (w.partial & bit != 0 && node(96 + 32, addr, 16) == geo::BLOCK);
     }
     let top = ((addr[0] as u32) << 8) | addr[1] as u32;
     let mut state = GEO_V6.get(top).copied().unwrap_or(geo::PASS);

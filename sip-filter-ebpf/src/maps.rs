@@ -4,7 +4,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sip_filter_common::{
-    Ban, Config, Failures, Flow, FlowKey, GeoKey, SCRATCH_LEN, SCRATCH_PAD, sizes, stat,
+    Ban, Config, Failures, Flow, FlowKey, GeoBits, GeoKey, SCRATCH_LEN, SCRATCH_PAD, sizes, stat,
 };
 
 // --- policy, written by userspace ---------------------------------------------------------
@@ -18,9 +18,9 @@ pub static ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(sizes::ALLO
 
 /// Geo-blocking, a fixed-stride multi-level table (see `sip_filter_common::geo`).
 #[map]
-pub static GEO_V4: Array<u32> = Array::with_max_entries(sizes::GEO_TOP, 0);
+pub static GEO_V4: Array<GeoBits> = Array::with_max_entries(sizes::GEO_V4_WORDS, 0);
 #[map]
-pub static GEO_V6: Array<u32> = Array::with_max_entries(sizes::GEO_TOP, 0);
+pub static GEO_V6: Array<u32> = Array::with_max_entries(sizes::GEO_V6_TOP, 0);
 #[map]
 pub static GEO_NODES: HashMap<GeoKey, u32> = HashMap::with_max_entries(sizes::GEO_NODES, 0);
 

@@ -6,14 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Result, bail};
 use aya::maps::{Array, HashMap, MapData};
 use ipnet::IpNet;
-use sip_filter_common::{GeoKey, geo, sizes};
+use sip_filter_common::{GeoBits, GeoKey, geo, sizes};
 
 use crate::addr::net_to_lpm;
 
-/// The compiled table: top-level array entries that are not PASS, and the nodes below them.
+/// The compiled table: top-level entries that are not empty, and the nodes below them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GeoTable {
-    pub v4_top: BTreeMap<u32, u32>,
+    /// IPv4 /24 bitmap words (index: address >> 14) that have a bit set.
+    pub v4_words: BTreeMap<u32, GeoBits>,
+    /// IPv6 /16 states (index: first 16 bits) that are not PASS.
     pub v6_top: BTreeMap<u32, u32>,
     pub nodes: BTreeMap<(u32, [u8; 16]), u32>,
     /// Aggregated prefixes (what `geo lookup` explains).
@@ -42,7 +44,57 @@ fn top_index(addr: [u8; 16], top_len: u32) -> u32 {
     (u128::from_be_bytes(addr) >> (128 - top_len)) as u32 & 0xffff
 }
 
+/// The bitmap word and bit of an IPv4 address's /24.
+fn v4_slot(addr: [u8; 16]) -> (u32, u64) {
+    let a = u32::from_be_bytes([addr[12], addr[13], addr[14], addr[15]]);
+    (a >> geo::V4_WORD_SHIFT, 1u64 << ((a >> 8) & 63))
+}
+
 impl GeoTable {
+    /// Marks the /24s `[first, first + count)` blocked, a word at a time.
+    fn block_v4_range(&mut self, first: u32, count: u64) {
+        let (mut i, end) = (u64::from(first), u64::from(first) + count);
+        while i < end {
+            let bit = i % 64;
+            let n = (64 - bit).min(end - i);
+            let bits = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << bit
+            };
+            let w = self.v4_words.entry((i / 64) as u32).or_default();
+            w.block |= bits;
+            w.partial &= !bits;
+            i += n;
+        }
+    }
+
+    /// IPv4: prefixes up to /24 set bits of the /24 bitmap; longer ones mark their /24 partial
+    /// and list their addresses as /32 nodes.
+    fn add_v4(&mut self, len: u32, addr: [u8; 16]) -> Result<()> {
+        let v4_len = len - sip_filter_common::V4_MAPPED_PREFIX;
+        if v4_len <= 24 {
+            let a = u32::from_be_bytes([addr[12], addr[13], addr[14], addr[15]]);
+            self.block_v4_range(a >> 8, 1u64 << (24 - v4_len));
+            return Ok(());
+        }
+        let (word, bit) = v4_slot(addr);
+        let w = self.v4_words.entry(word).or_default();
+        if w.block & bit != 0 {
+            return Ok(());
+        }
+        w.partial |= bit;
+        let count = 1u64 << (32 - v4_len);
+        if self.nodes.len() as u64 + count > u64::from(sizes::GEO_NODES) {
+            bail!("geo table too large (limit {} entries)", sizes::GEO_NODES);
+        }
+        for i in 0..count {
+            let a = with_index(addr, len, 128 - len, i);
+            self.nodes.insert((128, a), geo::BLOCK);
+        }
+        Ok(())
+    }
+
     /// Compiles CIDRs (adjacent and overlapping ones are merged first).
     pub fn build(nets: impl IntoIterator<Item = IpNet>) -> Result<Self> {
         let nets: Vec<IpNet> = nets.into_iter().collect();
@@ -52,11 +104,13 @@ impl GeoTable {
             ..Default::default()
         };
         for net in agg {
+            if let IpNet::V4(_) = net {
+                let (len, addr) = net_to_lpm(net);
+                t.add_v4(len, addr)?;
+                continue;
+            }
             let (len, addr) = net_to_lpm(net);
-            let (levels, v6): (&[u32], bool) = match net {
-                IpNet::V4(_) => (&geo::V4_LEVELS, false),
-                IpNet::V6(_) => (&geo::V6_LEVELS, true),
-            };
+            let levels: &[u32] = &geo::V6_LEVELS;
             // Longer IPv6 prefixes than the deepest level are widened to it (a /64 is what one
             // subscriber gets anyway).
             let len = len.min(*levels.last().expect("levels"));
@@ -73,7 +127,7 @@ impl GeoTable {
                     sizes::GEO_NODES
                 );
             }
-            let top = if v6 { &mut t.v6_top } else { &mut t.v4_top };
+            let top = &mut t.v6_top;
             let top_len = levels[0];
             if lvl == 0 {
                 for i in 0..count {
@@ -108,10 +162,13 @@ impl GeoTable {
     /// Does the table block `ip`? The same walk as the kernel's (`sip-filter-ebpf/src/geo.rs`).
     pub fn blocks(&self, ip: std::net::IpAddr) -> bool {
         let key = crate::addr::to_key(ip);
-        let (levels, top): (&[u32], &BTreeMap<u32, u32>) = match ip {
-            std::net::IpAddr::V4(_) => (&geo::V4_LEVELS, &self.v4_top),
-            std::net::IpAddr::V6(_) => (&geo::V6_LEVELS, &self.v6_top),
-        };
+        if ip.is_ipv4() {
+            let (word, bit) = v4_slot(key);
+            let w = self.v4_words.get(&word).copied().unwrap_or_default();
+            return w.block & bit != 0
+                || (w.partial & bit != 0 && self.nodes.get(&(128, key)) == Some(&geo::BLOCK));
+        }
+        let (levels, top): (&[u32], &BTreeMap<u32, u32>) = (&geo::V6_LEVELS, &self.v6_top);
         let mut state = top
             .get(&top_index(key, levels[0]))
             .copied()
@@ -130,13 +187,13 @@ impl GeoTable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.v4_top.is_empty() && self.v6_top.is_empty()
+        self.v4_words.is_empty() && self.v6_top.is_empty()
     }
 }
 
 /// The geo maps of a loaded dataplane.
 pub struct GeoMaps<'a> {
-    pub v4: Array<&'a mut MapData, u32>,
+    pub v4: Array<&'a mut MapData, GeoBits>,
     pub v6: Array<&'a mut MapData, u32>,
     pub nodes: HashMap<&'a mut MapData, GeoKey, u32>,
 }
@@ -145,12 +202,16 @@ impl GeoMaps<'_> {
     /// Reads back the table the maps hold.
     pub fn read(&self) -> Result<GeoTable> {
         let mut t = GeoTable::default();
-        for (map, top) in [(&self.v4, &mut t.v4_top), (&self.v6, &mut t.v6_top)] {
-            for (i, v) in map.iter().enumerate() {
-                let v = v?;
-                if v != geo::PASS {
-                    top.insert(i as u32, v);
-                }
+        for (i, v) in self.v4.iter().enumerate() {
+            let v = v?;
+            if v != GeoBits::default() {
+                t.v4_words.insert(i as u32, v);
+            }
+        }
+        for (i, v) in self.v6.iter().enumerate() {
+            let v = v?;
+            if v != geo::PASS {
+                t.v6_top.insert(i as u32, v);
             }
         }
         for item in self.nodes.iter() {
@@ -180,19 +241,24 @@ impl GeoMaps<'_> {
                 0,
             )?;
         }
-        for (top, map, old_top) in [
-            (&new.v4_top, &mut self.v4, &old.v4_top),
-            (&new.v6_top, &mut self.v6, &old.v6_top),
-        ] {
-            for (i, s) in top {
-                if old_top.get(i) != Some(s) {
-                    map.set(*i, s, 0)?;
-                }
+        for (i, w) in &new.v4_words {
+            if old.v4_words.get(i) != Some(w) {
+                self.v4.set(*i, w, 0)?;
             }
-            for i in old_top.keys() {
-                if !top.contains_key(i) {
-                    map.set(*i, geo::PASS, 0)?;
-                }
+        }
+        for i in old.v4_words.keys() {
+            if !new.v4_words.contains_key(i) {
+                self.v4.set(*i, GeoBits::default(), 0)?;
+            }
+        }
+        for (i, s) in &new.v6_top {
+            if old.v6_top.get(i) != Some(s) {
+                self.v6.set(*i, s, 0)?;
+            }
+        }
+        for i in old.v6_top.keys() {
+            if !new.v6_top.contains_key(i) {
+                self.v6.set(*i, geo::PASS, 0)?;
             }
         }
         let gone: BTreeSet<_> = old
@@ -219,30 +285,44 @@ mod tests {
         GeoTable::build(nets.iter().map(|n| n.parse().unwrap())).unwrap()
     }
 
+    fn ip(s: &str) -> std::net::IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn levels() {
         let g = t(&["198.51.100.0/24", "203.0.113.16/28", "10.0.0.0/8"]);
-        assert_eq!(g.v4_top.get(&0xc633), Some(&geo::PARTIAL)); // 198.51/16
+        // A /8 is 65,536 /24s: 1,024 full bitmap words.
         assert_eq!(
-            g.v4_top.iter().filter(|(_, s)| **s == geo::BLOCK).count(),
-            256
+            g.v4_words.values().filter(|w| w.block == u64::MAX).count(),
+            1024
         );
         assert_eq!(g.nodes.iter().filter(|((l, _), _)| *l == 128).count(), 16);
+        for (addr, blocked) in [
+            ("198.51.100.7", true),
+            ("198.51.101.7", false),
+            ("203.0.113.20", true),
+            ("203.0.113.40", false),
+            ("10.200.3.4", true),
+            ("11.0.0.1", false),
+        ] {
+            assert_eq!(g.blocks(ip(addr)), blocked, "{addr}");
+        }
         let g6 = t(&["2001:db8::/32", "2001:db9:1:2::/64"]);
         assert_eq!(g6.v6_top.get(&0x2001), Some(&geo::PARTIAL));
-        assert_eq!(
-            g6.nodes.get(&(
-                32,
-                mask(crate::addr::to_key("2001:db8::".parse().unwrap()), 32)
-            )),
-            Some(&geo::BLOCK)
-        );
+        assert!(g6.blocks(ip("2001:db8:5::1")));
+        assert!(g6.blocks(ip("2001:db9:1:2::9")));
+        assert!(!g6.blocks(ip("2001:db9:1:3::9")));
     }
 
     #[test]
     fn aggregates_adjacent() {
         let g = t(&["192.0.2.0/25", "192.0.2.128/25"]);
         assert_eq!(g.prefixes, 1);
-        assert_eq!(g.nodes.len(), 1);
+        assert!(
+            g.nodes.is_empty(),
+            "the two halves make a /24: one bit, no nodes"
+        );
+        assert!(g.blocks(ip("192.0.2.200")));
     }
 }

@@ -181,8 +181,8 @@ part (warm, geo and cold) runs once per round, in rotating order; each verdict i
 (a banned source must be dropped, a passing one passed). Geo tables: random prefixes (55% \
 IPv4 /24, 5% IPv4 /20, 40% IPv6 /48 under 2,048 /32s, none adjacent or overlapping) built with \
 `GeoTable::build` and applied with `GeoMaps::apply`, each size in a dataplane of its own; the \
-probes take the longest walk the tables have (IPv4: /16 array then /24 node; IPv6: /16 array, \
-/32 node, /48 node). At 0 prefixes geo-blocking is off (`geo_active = 0`), which is what the \
+probes take the longest walk the tables have (IPv4: one word of the /24 bitmap; IPv6: /16 \
+array, /32 node, /48 node). At 0 prefixes geo-blocking is off (`geo_active = 0`), which is what the \
 daemon does without a geo configuration, so the ratio to it includes the whole lookup.";
 
 pub fn run(p: &Profile) -> Result<Part> {
@@ -523,9 +523,9 @@ pub fn run(p: &Profile) -> Result<Part> {
     let geo_nodes = big_table.nodes.len();
     part.notes.push(format!(
         "The largest geo table ({} prefixes) compiles to {geo_nodes} GEO_NODES entries and {} + \
-         {} non-empty /16 slots (IPv4 + IPv6).",
+         {} non-empty slots (IPv4 /24 bitmap words + IPv6 /16s).",
         big_table.prefixes,
-        big_table.v4_top.len(),
+        big_table.v4_words.len(),
         big_table.v6_top.len()
     ));
     Ok(part)

@@ -22,10 +22,10 @@ pub const BANNED_V4: &str = "198.51.100.66";
 pub const BANNED_V6: &str = "2001:db8:66::5";
 
 /// Geo probes. Each geo table of part 1 holds [`GEO_PINNED`] besides its random prefixes, so
-/// that these addresses take the same path through the table at every size: the blocked IPv4
-/// probe hits a /24 node below a PARTIAL /16; the passing one misses a /24 node below a PARTIAL
-/// /16 (192.0.0.0/24 makes 192.0/16 partial); the IPv6 probes walk /16, /32 and hit or miss at
-/// /48. These are the longest walks the random tables produce.
+/// that these addresses take the same path through the table at every size: the IPv4 probes
+/// read one word of the /24 bitmap (a blocked /24, and an unblocked /24 whose word has other
+/// bits set); the IPv6 probes walk /16, /32 and hit or miss at /48. These are the longest walks
+/// the random tables produce (prefixes longer than /24 would add one /32 hash lookup).
 pub const GEO_BLOCKED_V4: &str = "198.51.100.7";
 pub const GEO_PASS_V4: &str = "192.0.2.7";
 pub const GEO_BLOCKED_V6: &str = "2001:db8:1::7";
