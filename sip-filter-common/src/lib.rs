@@ -213,7 +213,7 @@ impl Ban {
 
 /// Key of `FLOWS`: one SIP client socket (address and source port).
 /// Digest auth is per transaction, and NAT puts many phones behind one address on different ports,
-/// so "did the last request carry credentials" is tracked per socket, not per address.
+/// so what a pending request carried is tracked per socket, not per address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowKey {
@@ -256,13 +256,22 @@ pub mod creds {
     pub const UNKNOWN: u8 = 2;
 }
 
-/// Value of `FLOWS`: the last request seen from a client socket (the LRU map ages entries out).
+/// Value of `FLOWS`: requests from a client socket still waiting for a final answer (the LRU map
+/// ages idle sockets out). A client may send several requests before the answers come back, and
+/// an answer does not say here which request it answers, so the egress program pairs each final
+/// answer with the pending request that is worst for an attacker: a 401/407 with a request that
+/// carried credentials if one is pending, a 2xx with one that did not. A single pending request,
+/// the way real phones talk, pairs exactly.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Flow {
-    pub method: u8,
+    /// All pending requests.
+    pub pending: u8,
+    /// Pending requests that carried credentials (or may have: `creds::UNKNOWN`).
     pub creds: u8,
-    pub _pad: [u8; 6],
+    /// Pending REGISTERs and INVITEs (a 404 to them is an extension scan).
+    pub reg_inv: u8,
+    pub _pad: [u8; 5],
 }
 
 /// Value of `FAILURES` (key: masked source address): failures counted inside the current window.

@@ -1,6 +1,6 @@
 //! TC egress: reads the PBX's SIP responses and counts failures per client.
 use aya_ebpf::programs::TcContext;
-use sip_filter_common::{creds, method, stat};
+use sip_filter_common::{Flow, stat};
 
 use crate::{
     ban::{self, Failure},
@@ -46,31 +46,41 @@ pub fn run(ctx: &TcContext) -> Option<()> {
         _pad: [0; 2],
     };
     let flow = FLOWS.get_ptr_mut(&fk);
-    let (m, c) = match flow {
-        Some(f) => unsafe { ((*f).method, (*f).creds) },
-        None => (method::UNKNOWN, creds::NONE),
+    let mut f = match flow {
+        Some(p) => unsafe { *p },
+        None => Flow::default(),
     };
-    if let Some(f) = flow {
-        // A final answer closes the request: a retransmitted answer must not count twice.
-        unsafe {
-            (*f).method = method::UNKNOWN;
-            (*f).creds = creds::NONE;
-        }
-    }
 
+    // Pair the answer with a pending request (see `Flow`), then close that request: a
+    // retransmitted answer finds nothing left to pair with and does not count twice.
     let key = ban::source_key(&pkt.dst, pkt.is_v6, cfg);
-    let now = now();
+    let dst = &pkt.dst;
     match code {
         // A challenge to a request without credentials is the first step of digest auth.
-        401 | 407 if c != creds::NONE => {
-            ban::record_failure(&key, &pkt.dst, Failure::Auth, cfg, now)
+        401 | 407 if f.creds > 0 => {
+            f.creds -= 1;
+            ban::record_failure(&key, dst, Failure::Auth, cfg, now());
         }
-        403 => ban::record_failure(&key, &pkt.dst, Failure::Auth, cfg, now),
-        404 if m == method::REGISTER || m == method::INVITE => {
-            ban::record_failure(&key, &pkt.dst, Failure::NotFound, cfg, now)
+        403 => {
+            f.creds = f.creds.saturating_sub(1);
+            ban::record_failure(&key, dst, Failure::Auth, cfg, now());
         }
-        200..=299 if c == creds::PRESENT => ban::reset_auth(&key),
+        404 if f.reg_inv > 0 => {
+            f.reg_inv -= 1;
+            ban::record_failure(&key, dst, Failure::NotFound, cfg, now());
+        }
+        // Success resets the count only when it can only answer a credentialed request.
+        200..=299 if f.creds > 0 && f.pending <= f.creds => {
+            f.creds -= 1;
+            ban::reset_auth(&key);
+        }
         _ => {}
+    }
+    if let Some(p) = flow {
+        f.pending = f.pending.saturating_sub(1);
+        f.creds = f.creds.min(f.pending);
+        f.reg_inv = f.reg_inv.min(f.pending);
+        unsafe { *p = f };
     }
     Some(())
 }

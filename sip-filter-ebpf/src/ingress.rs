@@ -4,7 +4,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
-use sip_filter_common::{BAN_SCOPE_ALL, Config, Flow, FlowKey, SCAN_BUF, creds, stat};
+use sip_filter_common::{BAN_SCOPE_ALL, Config, Flow, FlowKey, SCAN_BUF, creds, method, stat};
 
 use crate::{
     ban, geo,
@@ -115,17 +115,24 @@ fn inspect_request(ctx: &XdpContext, pkt: &Packet) {
         port: pkt.sport,
         _pad: [0; 2],
     };
-    let f = Flow {
-        method,
-        creds,
-        _pad: [0; 6],
-    };
+    let with_creds = u8::from(creds != creds::NONE);
+    let reg_inv = u8::from(method == method::REGISTER || method == method::INVITE);
     // Re-registering phones and guessing scanners reuse their socket: updating in place costs a
     // lookup, where an LRU insert costs several times more. A full map evicts the oldest client,
-    // which only forgets a pending request.
+    // which only forgets its pending requests.
     match FLOWS.get_ptr_mut(&k) {
-        Some(old) => unsafe { *old = f },
+        Some(f) => unsafe {
+            (*f).pending = (*f).pending.saturating_add(1);
+            (*f).creds = (*f).creds.saturating_add(with_creds);
+            (*f).reg_inv = (*f).reg_inv.saturating_add(reg_inv);
+        },
         None => {
+            let f = Flow {
+                pending: 1,
+                creds: with_creds,
+                reg_inv,
+                _pad: [0; 5],
+            };
             let _ = FLOWS.insert(&k, &f, 0);
         }
     }

@@ -183,5 +183,7 @@ pub fn detach(iface: &str) -> Result<()> {
     let _ = tc::qdisc_detach_program(iface, TcAttachType::Egress, sip_filter_common::TC_PROG);
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     let _ = std::fs::remove_file(pins::mode_file(iface));
+    // A daemon killed with SIGKILL leaves its pid file behind.
+    let _ = std::fs::remove_file(pins::pid_file(iface));
     Ok(())
 }

@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod filter;
 pub mod harness;
+pub mod lab;
 pub mod mmdb;
 pub mod netns;
 pub mod packet;

@@ -41,7 +41,12 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(prefix: &str) -> Result<Self> {
-        let name = unique(prefix);
+        Self::with_name(unique(prefix))
+    }
+
+    /// A namespace with exactly this name (the lab encodes its owner's pid in its names, so
+    /// that leftovers of a killed run can be recognised).
+    pub fn with_name(name: String) -> Result<Self> {
         run("ip", &["netns", "add", &name])?;
         let ns = Self { name };
         ns.exec("ip", &["link", "set", "lo", "up"])?;

@@ -18,12 +18,39 @@ const CLIENT6: &str = "2001:db8:10:1::10";
 const AUTH: Creds = Creds::Header("Authorization:");
 
 /// What a fixture expects the XDP program to record for the frame's source socket.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Flow {
     /// Nothing recorded (not a SIP request we inspect, or dropped before inspection).
     None,
-    /// Method and credentials state recorded.
+    /// One pending request with this method and credentials state.
     Seen(u8, u8),
+    /// The flow entry disagrees with the request counters.
+    Inconsistent(String),
+}
+
+/// What the program recorded for one request: the method and credentials state come from the
+/// counters that grew (the flow entry keeps only counts), checked against the flow entry.
+fn observed(h: &mut Harness, src: &(String, u16), before: &[u64], after: &[u64]) -> Flow {
+    let Some(fl) = h.flow(&src.0, src.1) else {
+        return Flow::None;
+    };
+    let grew = |i: u32| after[i as usize] - before[i as usize];
+    let Some(m) =
+        (method::REGISTER..=method::OTHER).find(|m| grew(stat::REQ_BASE + *m as u32) == 1)
+    else {
+        return Flow::Inconsistent(format!("flow {fl:?} but no request counted"));
+    };
+    let c = match (grew(stat::REQ_WITH_CREDS), grew(stat::REQ_CREDS_UNKNOWN)) {
+        (1, 0) => creds::PRESENT,
+        (0, 1) => creds::UNKNOWN,
+        (0, 0) => creds::NONE,
+        other => return Flow::Inconsistent(format!("credential counters grew by {other:?}")),
+    };
+    let want_reg_inv = u8::from(m == method::REGISTER || m == method::INVITE);
+    if fl.pending != 1 || fl.creds != u8::from(c != creds::NONE) || fl.reg_inv != want_reg_inv {
+        return Flow::Inconsistent(format!("flow {fl:?} for method {m}, credentials {c}"));
+    }
+    Flow::Seen(m, c)
 }
 
 struct Fixture {
@@ -655,10 +682,7 @@ fn ingress_fixture_table() {
         let before = h.stats();
         let verdict = h.xdp(&f.frame);
         let after = h.stats();
-        let flow = match h.flow(&f.src.0, f.src.1) {
-            Some(fl) => Flow::Seen(fl.method, fl.creds),
-            None => Flow::None,
-        };
+        let flow = observed(&mut h, &f.src, &before, &after);
         let mut problems = Vec::new();
         if verdict != f.verdict {
             problems.push(format!("verdict {verdict}, want {}", f.verdict));
@@ -714,23 +738,23 @@ fn every_truncation_point_of_a_register() {
             "cut at {len}: a truncated frame is never dropped"
         );
         let malformed = after[stat::MALFORMED as usize] - before[stat::MALFORMED as usize];
-        let flow = h.flow(CLIENT, 5062);
+        let src = (CLIENT.to_string(), 5062);
+        let flow = observed(&mut h, &src, &before, &after);
         if len < payload_at {
             assert_eq!(
                 malformed, 1,
                 "cut at {len} (inside the headers) counts as malformed"
             );
-            assert!(flow.is_none(), "cut at {len}");
+            assert_eq!(flow, Flow::None, "cut at {len}");
         } else if len < payload_at + 8 {
-            assert!(flow.is_none(), "cut at {len}: too short to be a request");
+            assert_eq!(flow, Flow::None, "cut at {len}: too short to be a request");
         } else {
-            let f = flow.unwrap_or_else(|| panic!("cut at {len}: request not recorded"));
             let want = if len >= auth_at + 14 {
                 creds::PRESENT
             } else {
                 creds::UNKNOWN
             };
-            assert_eq!(f.creds, want, "cut at {len}");
+            assert_eq!(flow, Flow::Seen(method::REGISTER, want), "cut at {len}");
         }
         checked += 1;
     }
@@ -895,6 +919,36 @@ fn egress_status_codes() {
     h.tc(&answer(401));
     h.tc(&answer(401));
     assert_eq!(h.failures(CLIENT).unwrap().auth, 1, "retransmitted 401");
+
+    // Pipelined requests on one socket: a wrong guess and a plain REGISTER sent back to back,
+    // answered in either order. Only the guess's 401 counts, whichever comes first.
+    h.reset();
+    for _ in 0..3 {
+        h.xdp(&udp(reg(AUTH)).build());
+        h.xdp(&udp(reg(Creds::None)).build());
+        h.tc(&answer(401));
+        h.tc(&answer(401));
+    }
+    assert_eq!(
+        h.failures(CLIENT).unwrap().auth,
+        3,
+        "one failure per pipelined guess"
+    );
+
+    // A 200 to a request without credentials, pipelined with a guess, does not reset the count
+    // (an OPTIONS answered 200 must not launder a guess).
+    h.reset();
+    for _ in 0..3 {
+        h.xdp(&udp(reg(AUTH)).build());
+        h.xdp(&udp(sip::request("OPTIONS", "101", CLIENT, Creds::None, &[])).build());
+        h.tc(&answer(200));
+        h.tc(&answer(401));
+    }
+    assert_eq!(
+        h.failures(CLIENT).unwrap().auth,
+        3,
+        "200 to the OPTIONS resets nothing"
+    );
 }
 
 #[test]

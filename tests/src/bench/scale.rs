@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{HashMap, Map, MapData};
 use sip_filter::{addr, clock, geo::GeoTable};
-use sip_filter_common::{Failures, Flow, FlowKey, map_names, method};
+use sip_filter_common::{Failures, Flow, FlowKey, map_names};
 
 use crate::{
     bench::{
@@ -83,8 +83,10 @@ fn fill_tracking(h: &mut Harness, n: usize) -> Result<()> {
     {
         let mut flows: HashMap<&mut MapData, FlowKey, Flow> =
             HashMap::try_from(h.dp.ebpf.map_mut(map_names::FLOWS).context("FLOWS")?)?;
+        // One pending REGISTER per socket, as after a phone's first request.
         let f = Flow {
-            method: method::REGISTER,
+            pending: 1,
+            reg_inv: 1,
             ..Default::default()
         };
         for i in 0..n {

@@ -1,0 +1,414 @@
+//! The real tools, run inside the lab's hosts: SIPVicious (`svmap`, `svwar`, `svcrack`,
+//! Debian's `sipvicious` 0.3.3) for the attacks and SIPp (`sip-tester`) for the phones.
+//!
+//! Quirks of sipvicious 0.3.3 that shape the commands below: `svcrack` and `svwar` ignore
+//! `--bindingip` (it is never passed on), so each attacker host has one address per family
+//! and `-x` sets the address written in Via; `svcrack` waits 10 s on its socket after its
+//! last guess, so tests end it by pid once they have what they need.
+use std::{
+    net::IpAddr,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::kamailio::REALM;
+use crate::netns::{Netns, Proc};
+
+/// Every program the lab runs; a missing one fails the lab's start with this list.
+pub const REQUIRED: &[(&str, &str)] = &[
+    ("kamailio", "kamailio"),
+    ("sipp", "sip-tester"),
+    ("svcrack", "sipvicious"),
+    ("svwar", "sipvicious"),
+    ("svmap", "sipvicious"),
+    ("nft", "nftables"),
+    ("nsenter", "util-linux"),
+    ("ip", "iproute2"),
+    ("tcpdump", "tcpdump"),
+];
+
+/// Fails (never skips) when a program the lab needs is not installed.
+pub fn check_installed() -> Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    // Root's sbin directories, in case PATH lacks them (kamailio lives in /usr/sbin).
+    dirs.extend(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+    let missing: Vec<String> = REQUIRED
+        .iter()
+        .filter(|(prog, _)| !dirs.iter().any(|d| d.join(prog).is_file()))
+        .map(|(prog, pkg)| format!("{prog} (Debian package {pkg})"))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the lab needs {}: run `cargo xtask setup`",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A running tool, ended by its pid on drop; its stdout and stderr go to one file.
+pub struct Tool {
+    pub name: String,
+    proc: Proc,
+    out: PathBuf,
+    pub started: Instant,
+}
+
+impl Tool {
+    pub fn spawn(name: &str, mut cmd: Command, out: PathBuf) -> Result<Tool> {
+        // If this process dies without unwinding, the tool does not outlive it.
+        // SAFETY: prctl only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let proc = Proc::spawn(cmd, &out).with_context(|| format!("starting {name}"))?;
+        Ok(Tool {
+            name: name.to_string(),
+            proc,
+            out,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.proc.pid()
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.proc.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the tool to end by itself; past `timeout` it is killed and this fails.
+    pub fn wait(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        match self.proc.wait_exit(timeout) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                self.stop();
+                bail!("{} did not finish: {e}\n{}", self.name, self.output())
+            }
+        }
+    }
+
+    /// Asks the tool to end (SIGTERM by pid), SIGKILL after `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        if self.running() {
+            self.proc.signal(libc::SIGTERM);
+            if self.proc.wait_exit(grace).is_err() {
+                self.stop();
+            }
+        }
+    }
+
+    /// Ends the tool now (SIGKILL by pid) and reaps it.
+    pub fn stop(&mut self) {
+        if self.running() {
+            self.proc.signal(libc::SIGKILL);
+            let _ = self.proc.child.wait();
+        }
+    }
+}
+
+fn family_flag(target: IpAddr) -> Option<&'static str> {
+    target.is_ipv6().then_some("-6")
+}
+
+/// The address sipvicious writes in Via (`-x`). It writes `host:port` as given, so an IPv6
+/// address needs its brackets, or Kamailio cannot parse the Via and drops the request.
+fn via_host(me: IpAddr) -> String {
+    match me {
+        IpAddr::V6(a) => format!("[{a}]"),
+        IpAddr::V4(a) => a.to_string(),
+    }
+}
+
+/// What svcrack attacks, and how.
+#[derive(Clone, Debug)]
+pub struct Crack {
+    /// The extension registered (To).
+    pub ext: u16,
+    /// The digest user name, when it is not the extension (svcrack's `-e`).
+    pub user: Option<u16>,
+    pub dictionary: Vec<String>,
+    /// svcrack's pause before each send (its default: 5 ms).
+    pub selecttime: Option<f64>,
+}
+
+/// `svcrack` from `host`, whose address is `me`.
+pub fn svcrack(
+    host: &Netns,
+    dir: &Path,
+    me: IpAddr,
+    target: IpAddr,
+    crack: &Crack,
+) -> Result<Tool> {
+    let ext = crack.ext;
+    let dict = dir.join(format!("svcrack-{ext}-{}.txt", crate::netns::unique("d")));
+    std::fs::write(&dict, crack.dictionary.join("\n") + "\n")?;
+    let mut cmd = host.command("svcrack");
+    let user = crack.user.unwrap_or(ext);
+    cmd.args(family_flag(target))
+        .args(["-u", &user.to_string(), "-e", &ext.to_string(), "-d"])
+        .arg(&dict)
+        .args(["-x", &via_host(me), "--maximumtime", "30"]);
+    if let Some(t) = crack.selecttime {
+        cmd.args(["-t", &t.to_string()]);
+    }
+    cmd.arg(target.to_string());
+    Tool::spawn(
+        "svcrack",
+        cmd,
+        dir.join(format!("svcrack-{}.out", host.name)),
+    )
+}
+
+/// `svwar`: enumerates the extensions in `range` (e.g. "90-130") with REGISTERs.
+pub fn svwar(host: &Netns, dir: &Path, me: IpAddr, target: IpAddr, range: &str) -> Result<Tool> {
+    let mut cmd = host.command("svwar");
+    cmd.args(family_flag(target))
+        .args(["-e", range, "-x", &via_host(me), "--maximumtime", "3"])
+        .arg(target.to_string());
+    Tool::spawn("svwar", cmd, dir.join(format!("svwar-{}.out", host.name)))
+}
+
+/// `svmap`: looks for a SIP device at `target` with an OPTIONS request, from `me`.
+pub fn svmap(host: &Netns, dir: &Path, me: IpAddr, target: IpAddr) -> Result<Tool> {
+    let mut cmd = host.command("svmap");
+    cmd.args(family_flag(target))
+        .args(["-b", &me.to_string(), "-x", &via_host(me)])
+        .arg(target.to_string());
+    Tool::spawn("svmap", cmd, dir.join(format!("svmap-{me}.out")))
+}
+
+/// Extensions `svwar` reports in its result table.
+pub fn svwar_found(output: &str) -> Vec<u16> {
+    table_first_column(output)
+}
+
+/// The password `svcrack` reports, if it found one.
+pub fn svcrack_found(output: &str) -> Option<String> {
+    output
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.contains("Password"))
+        .find_map(|l| l.split('|').nth(2).map(|p| p.trim().to_string()))
+        .filter(|p| !p.is_empty())
+}
+
+/// Whether `svmap` found a SIP device (its table lists one row per device).
+pub fn svmap_found(output: &str) -> bool {
+    output
+        .lines()
+        .any(|l| l.starts_with('|') && l.contains(":5060"))
+}
+
+fn table_first_column(output: &str) -> Vec<u16> {
+    output
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('|').nth(1)?.trim().parse().ok())
+        .collect()
+}
+
+/// SIPp's registration scenario: REGISTER, 401 with a challenge, REGISTER with the digest
+/// answer (`[field1]` is an `[authentication ...]` keyword from the injection file: SIPp 3.6
+/// does not expand `[fieldN]` inside `[authentication]` itself), 200.
+pub const REGISTER_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="lab phone: register with digest authentication">
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:[remote_ip] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
+      To: <sip:[field0]@REALM>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Expires: 300
+      User-Agent: lab-phone
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="401" auth="true"/>
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:[remote_ip] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
+      To: <sip:[field0]@REALM>
+      Call-ID: [call_id]
+      CSeq: 2 REGISTER
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      [field1]
+      Max-Forwards: 70
+      Expires: 300
+      User-Agent: lab-phone
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"#;
+
+/// How a SIPp run registers phones.
+#[derive(Clone, Debug)]
+pub struct Phones {
+    /// (extension, password) of each phone; each call registers the next one, in turn.
+    pub accounts: Vec<(u16, String)>,
+    /// Registrations started per second.
+    pub rate: f64,
+    /// Registrations in all.
+    pub total: usize,
+    /// A registration with no answer this long fails (SIPp's -recv_timeout).
+    pub answer_timeout: Duration,
+}
+
+/// SIPp's counters at the end of a run (its `-trace_stat` file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SippStats {
+    pub created: u64,
+    pub successful: u64,
+    pub failed: u64,
+    pub retransmissions: u64,
+}
+
+pub struct Sipp {
+    pub tool: Tool,
+    stat: PathBuf,
+}
+
+impl Sipp {
+    /// Starts SIPp in `host`, from `me`, registering `phones` at `target`. Every call uses its
+    /// own socket (`-t un`), as separate phones do.
+    pub fn start(
+        host: &Netns,
+        dir: &Path,
+        me: IpAddr,
+        target: IpAddr,
+        phones: &Phones,
+    ) -> Result<Sipp> {
+        let tag = crate::netns::unique("s");
+        let xml = dir.join("register.xml");
+        std::fs::write(&xml, REGISTER_XML.replace("REALM", REALM))?;
+        let csv = dir.join(format!("phones-{tag}.csv"));
+        let mut users = String::from("SEQUENTIAL\n");
+        for (ext, pw) in &phones.accounts {
+            users.push_str(&format!(
+                "{ext};[authentication username={ext} password={pw}]\n"
+            ));
+        }
+        std::fs::write(&csv, users)?;
+        let stat = dir.join(format!("sipp-{tag}-stat.csv"));
+        let remote = match target {
+            IpAddr::V6(a) => format!("[{a}]"),
+            IpAddr::V4(a) => a.to_string(),
+        };
+        let mut cmd = host.command("sipp");
+        cmd.arg(remote)
+            .arg("-sf")
+            .arg(&xml)
+            .arg("-inf")
+            .arg(&csv)
+            .args(["-i", &me.to_string(), "-t", "un", "-max_socket", "2048"])
+            // No default BYE on failed calls: a failed registration is just that.
+            .arg("-nd")
+            // Calls per 10 s, so that fractional rates work.
+            .args([
+                "-r",
+                &format!("{}", (phones.rate * 10.0).round().max(1.0) as u64),
+            ])
+            .args(["-rp", "10000"])
+            .args(["-m", &phones.total.to_string()])
+            .args(["-l", "200"])
+            .args([
+                "-recv_timeout",
+                &phones.answer_timeout.as_millis().to_string(),
+            ])
+            .args(["-nostdin", "-trace_stat", "-fd", "1", "-stf"])
+            .arg(&stat)
+            .current_dir(dir);
+        let tool = Tool::spawn("sipp", cmd, dir.join(format!("sipp-{tag}.out")))?;
+        Ok(Sipp { tool, stat })
+    }
+
+    /// The latest counters SIPp wrote (every second, and at the end).
+    pub fn stats(&self) -> Option<SippStats> {
+        parse_stats(&std::fs::read_to_string(&self.stat).ok()?)
+    }
+
+    /// Waits for the run to end and returns its final counters.
+    pub fn finish(&mut self, timeout: Duration) -> Result<SippStats> {
+        self.tool.wait(timeout)?;
+        self.stats()
+            .with_context(|| format!("no statistics from sipp:\n{}", self.tool.output()))
+    }
+}
+
+/// Reads the last line of SIPp's statistics file (`;`-separated, with a header line).
+fn parse_stats(text: &str) -> Option<SippStats> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next()?.split(';').collect();
+    let last: Vec<&str> = lines.next_back()?.split(';').collect();
+    let get = |name: &str| -> Option<u64> {
+        let i = header.iter().position(|h| *h == name)?;
+        last.get(i)?.trim().parse().ok()
+    };
+    Some(SippStats {
+        created: get("TotalCallCreated")?,
+        successful: get("SuccessfulCall(C)")?,
+        failed: get("FailedCall(C)")?,
+        retransmissions: get("Retransmissions(C)").unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_tool_tables() {
+        let svwar = "+-----------+----------------+\n| Extension | Authentication |\n\
+                     +===========+================+\n| 102       | reqauth        |\n\
+                     +-----------+----------------+\n| 103       | reqauth        |\n";
+        assert_eq!(svwar_found(svwar), vec![102, 103]);
+        let crack = "+-----------+----------+\n| Extension | Password |\n\
+                     +===========+==========+\n| 101       | pw-101   |\n";
+        assert_eq!(svcrack_found(crack).as_deref(), Some("pw-101"));
+        assert_eq!(svcrack_found("WARNING:root:found nothing\n"), None);
+        assert!(svmap_found(
+            "| SIP Device       | User Agent |\n| 203.0.113.1:5060 | lab-pbx    |\n"
+        ));
+        assert!(!svmap_found("| SIP Device | User Agent |\n"));
+    }
+
+    #[test]
+    fn reads_sipp_statistics() {
+        let text = "StartTime;TotalCallCreated;SuccessfulCall(C);FailedCall(C);Retransmissions(C);\n\
+                    x;10;10;0;0;\nx;100;99;1;4;\n";
+        assert_eq!(
+            parse_stats(text),
+            Some(SippStats {
+                created: 100,
+                successful: 99,
+                failed: 1,
+                retransmissions: 4
+            })
+        );
+    }
+}
