@@ -12,8 +12,8 @@ pub fn source_key(addr: &[u8; 16], is_v6: bool, cfg: &Config) -> [u8; 16] {
         return *addr;
     }
     let mut k = *addr;
-    for i in 0..16 {
-        k[i] &= cfg.v6_mask[i];
+    for (b, m) in k.iter_mut().zip(cfg.v6_mask) {
+        *b &= m;
     }
     k
 }

@@ -45,7 +45,7 @@ pub fn run(ctx: &TcContext) -> Option<()> {
         port: pkt.dport,
         _pad: [0; 2],
     };
-    let flow = FLOWS.get_ptr_mut(&fk);
+    let flow = FLOWS.get_ptr_mut(fk);
     let mut f = match flow {
         Some(p) => unsafe { *p },
         None => Flow::default(),

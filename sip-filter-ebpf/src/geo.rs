@@ -7,12 +7,10 @@ use crate::maps::{GEO_NODES, GEO_V4, GEO_V6};
 #[inline(always)]
 fn node(len: u32, addr: &[u8; 16], keep: usize) -> u32 {
     let mut k = GeoKey { len, addr: [0; 16] };
-    for i in 0..16 {
-        if i < keep {
-            k.addr[i] = addr[i];
-        }
+    for (d, s) in k.addr.iter_mut().zip(addr).take(keep) {
+        *d = *s;
     }
-    match unsafe { GEO_NODES.get(&k) } {
+    match unsafe { GEO_NODES.get(k) } {
         Some(v) => *v,
         None => geo::PASS,
     }

@@ -120,7 +120,7 @@ fn inspect_request(ctx: &XdpContext, pkt: &Packet) {
     // Re-registering phones and guessing scanners reuse their socket: updating in place costs a
     // lookup, where an LRU insert costs several times more. A full map evicts the oldest client,
     // which only forgets its pending requests.
-    match FLOWS.get_ptr_mut(&k) {
+    match FLOWS.get_ptr_mut(k) {
         Some(f) => unsafe {
             (*f).pending = (*f).pending.saturating_add(1);
             (*f).creds = (*f).creds.saturating_add(with_creds);
@@ -133,7 +133,7 @@ fn inspect_request(ctx: &XdpContext, pkt: &Packet) {
                 reg_inv,
                 _pad: [0; 5],
             };
-            let _ = FLOWS.insert(&k, &f, 0);
+            let _ = FLOWS.insert(k, f, 0);
         }
     }
 }

@@ -34,7 +34,7 @@ pub fn sip_pass(_ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn sip_tc(ctx: TcContext) -> i32 {
     let _ = egress::run(&ctx);
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }
 
 #[cfg(not(test))]

@@ -109,6 +109,22 @@ fn test(no_vm: bool, no_lint: bool) -> Result<()> {
             "warnings",
         ]));
         report.record("clippy", clippy);
+        // The eBPF crate only builds for the BPF target, with the nightly toolchain's rust-src.
+        let ebpf_clippy = run(cargo()
+            .current_dir(util::workspace_root().join("sip-filter-ebpf"))
+            .args([
+                "+nightly",
+                "clippy",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--target-dir",
+            ])
+            .arg(util::workspace_root().join("target/ebpf-clippy"))
+            .args(["--", "-D", "warnings"]));
+        report.record("clippy (eBPF)", ebpf_clippy);
     }
 
     // The end-to-end tests run the `sip-filter` binary: build every binary first, since
