@@ -60,12 +60,13 @@ fn note(text: &str) -> [u8; 32] {
 }
 
 /// Bans `target` for `duration` (None: permanent). Replaces an existing ban of the same target.
+/// Returns what is banned: an IPv6 address is banned with its whole prefix (`ipv6_prefix`).
 pub fn add(
     maps: &mut impl Maps,
     target: IpNet,
     duration: Option<Duration>,
     reason: &str,
-) -> Result<()> {
+) -> Result<String> {
     let now = clock::boot_ns();
     let ban = Ban {
         created_ns: now,
@@ -76,11 +77,14 @@ pub fn add(
         _pad: [0; 3],
         note: note(reason),
     };
-    match slot(target, v6_prefix(maps)?) {
-        Slot::Exact(k) => maps
-            .bans()?
-            .insert(k, ban, 0)
-            .context("adding the ban (ban map full?)")?,
+    let v6 = v6_prefix(maps)?;
+    match slot(target, v6) {
+        Slot::Exact(k) => {
+            maps.bans()?
+                .insert(k, ban, 0)
+                .context("adding the ban (ban map full?)")?;
+            Ok(exact_name(k, v6))
+        }
         Slot::Net(len, k) => {
             maps.ban_nets()?
                 .insert(&Key::new(len, k), ban, 0)
@@ -88,9 +92,9 @@ pub fn add(
             let mut c = maps.config()?;
             c.ban_nets_active = 1;
             maps.set_config(&c)?;
+            Ok(target.to_string())
         }
     }
-    Ok(())
 }
 
 /// Lifts the ban on `target` and forgets its failures, so it is not banned again at once.

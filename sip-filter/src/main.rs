@@ -274,10 +274,10 @@ fn ban(iface: Option<&str>, cmd: BanCmd) -> Result<()> {
         } => {
             let t = bans::parse_target(&target)?;
             let (_, mut maps) = open(iface)?;
-            bans::add(&mut maps, t, duration, &reason)?;
+            let banned = bans::add(&mut maps, t, duration, &reason)?;
             match duration {
-                Some(d) => println!("banned {t} for {}", humantime::format_duration(d)),
-                None => println!("banned {t} permanently"),
+                Some(d) => println!("banned {banned} for {}", humantime::format_duration(d)),
+                None => println!("banned {banned} permanently"),
             }
         }
         BanCmd::Del { target } => {
