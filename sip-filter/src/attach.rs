@@ -109,8 +109,7 @@ fn xdp_error(e: aya::programs::ProgramError, iface: &str, mode: Mode) -> anyhow:
 fn attach_tc(dp: &mut Dataplane, iface: &str, dir: &Path) -> Result<()> {
     // An existing clsact qdisc is fine (another tool or an earlier run added it).
     if let Err(e) = tc::qdisc_add_clsact(iface)
-        && !matches!(&e, tc::TcError::AlreadyAttached)
-        && !format!("{e:?}").contains("AlreadyExists")
+        && !matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST))
     {
         return Err(e).context("adding the clsact qdisc for the egress program");
     }
