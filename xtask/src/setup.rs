@@ -39,6 +39,9 @@ pub const APT_PACKAGES: &[&str] = &[
     // context that frames redirected by the XDP live-frames sender need.
     "ethtool",
     "python3-pip",
+    // `cargo xtask bench` part 3: fail2ban against sip-filter (pyinotify: its inotify backend).
+    "fail2ban",
+    "python3-pyinotify",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

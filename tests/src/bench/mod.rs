@@ -9,7 +9,8 @@
 //! Parts:
 //! 1. cost per packet with BPF_PROG_TEST_RUN ([`cost`]),
 //! 2. drop under flood on a veth pair, XDP against nftables and iptables ([`flood`]),
-//! 3. and 4. need the lab (Kamailio, SIPVicious, SIPp): placeholders for now ([`lab_parts`]),
+//! 3. guesses before the ban, sip-filter against fail2ban, and 4. shielding the PBX under a
+//!    SIPp flood, both in the lab (Kamailio, SIPVicious, SIPp: [`lab_parts`]),
 //! 5. scale: map memory at 1M tracked sources and 500k geo prefixes, cost growth ([`scale`]).
 pub mod cost;
 pub mod flood;

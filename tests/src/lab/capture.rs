@@ -29,6 +29,8 @@ pub struct SipPacket {
     pub dst: IpAddr,
     /// The top Via's branch: pairs an answer with its request.
     pub branch: Option<String>,
+    /// The Call-ID: pairs the steps of one registration (the benchmark's latencies).
+    pub call_id: Option<String>,
     pub kind: Kind,
 }
 
@@ -149,6 +151,7 @@ fn parse(at: f64, frame: &[u8]) -> Option<SipPacket> {
         src,
         dst,
         branch,
+        call_id: call_id(&text),
         kind,
     })
 }
@@ -184,6 +187,18 @@ fn sip_summary(text: &str) -> Option<(Kind, Option<String>)> {
         Kind::Request { method, creds }
     };
     Some((kind, branch))
+}
+
+/// The Call-ID header's value (`Call-ID` or its compact form `i`).
+fn call_id(text: &str) -> Option<String> {
+    text.split("\r\n")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            let name = name.trim().to_ascii_lowercase();
+            (name == "call-id" || name == "i").then(|| value.trim().to_string())
+        })
 }
 
 /// The failures of `client` as sip-filter counts them under `rule`, in the order they left:
@@ -244,6 +259,7 @@ mod tests {
             src: "198.51.100.66".parse().unwrap(),
             dst: "203.0.113.1".parse().unwrap(),
             branch: Some(branch.into()),
+            call_id: None,
             kind: Kind::Request {
                 method: "REGISTER".into(),
                 creds,
@@ -257,6 +273,7 @@ mod tests {
             src: "203.0.113.1".parse().unwrap(),
             dst: "198.51.100.66".parse().unwrap(),
             branch: Some(branch.into()),
+            call_id: None,
             kind: Kind::Response { code },
         }
     }

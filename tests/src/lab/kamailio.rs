@@ -227,6 +227,16 @@ impl Kamailio {
             .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
     }
 
+    /// The main process and its workers (for CPU accounting), while it runs.
+    pub fn pids(&self) -> Vec<i32> {
+        let Some(p) = self.proc.as_ref() else {
+            return Vec::new();
+        };
+        let mut v = vec![p.pid()];
+        v.extend(children(p.pid()));
+        v
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }
