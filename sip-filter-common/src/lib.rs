@@ -204,6 +204,19 @@ pub struct Ban {
 }
 
 impl Ban {
+    /// An operator's ban made at `now_ns` until `expires_ns` (0: permanent), with a note.
+    pub const fn manual(now_ns: u64, expires_ns: u64, note: [u8; 32]) -> Self {
+        Self {
+            created_ns: now_ns,
+            expires_ns,
+            first_failure_ns: 0,
+            failures: 0,
+            reason: BanReason::Manual as u8,
+            _pad: [0; 3],
+            note,
+        }
+    }
+
     /// A ban is in force until `expires_ns`; the kernel treats an expired ban as absent.
     #[inline(always)]
     pub const fn active_at(&self, now_ns: u64) -> bool {

@@ -68,15 +68,8 @@ pub fn add(
     reason: &str,
 ) -> Result<String> {
     let now = clock::boot_ns();
-    let ban = Ban {
-        created_ns: now,
-        expires_ns: duration.map(|d| now + d.as_nanos() as u64).unwrap_or(0),
-        first_failure_ns: 0,
-        failures: 0,
-        reason: BanReason::Manual as u8,
-        _pad: [0; 3],
-        note: note(reason),
-    };
+    let expires = duration.map(|d| now + d.as_nanos() as u64).unwrap_or(0);
+    let ban = Ban::manual(now, expires, note(reason));
     let v6 = v6_prefix(maps)?;
     match slot(target, v6) {
         Slot::Exact(k) => {

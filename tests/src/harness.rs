@@ -8,9 +8,7 @@ use aya::{
 };
 use ipnet::IpNet;
 use sip_filter::{addr, clock, dataplane::Dataplane, geo::GeoTable, maps::Maps as _};
-use sip_filter_common::{
-    Ban, BanEvent, BanReason, Config, Failures, Flow, FlowKey, map_names, stat,
-};
+use sip_filter_common::{Ban, BanEvent, Config, Failures, Flow, FlowKey, map_names, stat};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -152,30 +150,15 @@ impl Harness {
         let now = clock::boot_ns();
         let v6_prefix = self.v6_prefix();
         let k = addr::ban_key(ip.parse::<IpAddr>()?, v6_prefix);
-        let b = Ban {
-            created_ns: now,
-            expires_ns,
-            first_failure_ns: 0,
-            failures: 0,
-            reason: BanReason::Manual as u8,
-            _pad: [0; 3],
-            note: [0; 32],
-        };
-        self.dp.bans()?.insert(k, b, 0)?;
+        self.dp
+            .bans()?
+            .insert(k, Ban::manual(now, expires_ns, [0; 32]), 0)?;
         Ok(())
     }
 
     pub fn add_ban_net(&mut self, net: &str) -> Result<()> {
         let (len, k) = addr::net_to_lpm(net.parse()?);
-        let b = Ban {
-            created_ns: clock::boot_ns(),
-            expires_ns: 0,
-            first_failure_ns: 0,
-            failures: 0,
-            reason: BanReason::Manual as u8,
-            _pad: [0; 3],
-            note: [0; 32],
-        };
+        let b = Ban::manual(clock::boot_ns(), 0, [0; 32]);
         self.dp.ban_nets()?.insert(&Key::new(len, k), b, 0)?;
         self.configure(|c| c.ban_nets_active = 1);
         Ok(())

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use ipnet::IpNet;
 use sip_filter::{addr, clock, geo::GeoTable, maps::Maps as _};
-use sip_filter_common::{Ban, BanReason, PASS_PROG, XDP_PROG};
+use sip_filter_common::{Ban, PASS_PROG, XDP_PROG};
 
 use crate::{
     bench::{
@@ -114,15 +114,7 @@ fn measure(hs: &[Harness], v: &mut Variant, repeat: u32) -> Result<Sample> {
 }
 
 pub fn permanent_ban() -> Ban {
-    Ban {
-        created_ns: clock::boot_ns(),
-        expires_ns: 0,
-        first_failure_ns: 0,
-        failures: 0,
-        reason: BanReason::Manual as u8,
-        _pad: [0; 3],
-        note: [0; 32],
-    }
+    Ban::manual(clock::boot_ns(), 0, [0; 32])
 }
 
 /// Bans every address of `ips` (IPv4 as is, IPv6 by /64) in the harness's BANS.

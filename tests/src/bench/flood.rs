@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::programs::{Xdp, XdpMode, links::FdLink};
 use sip_filter::{addr, clock, dataplane::Dataplane, maps::Maps as _};
-use sip_filter_common::{Ban, BanReason, XDP_PROG, stat};
+use sip_filter_common::{Ban, XDP_PROG, stat};
 
 use crate::{
     bench::{
@@ -133,15 +133,7 @@ impl Receiver {
             Kind::Xdp => {
                 let mut dp = Dataplane::load(None)?;
                 let key = addr::ban_key(BANNED_V4.parse()?, 64);
-                let ban = Ban {
-                    created_ns: clock::boot_ns(),
-                    expires_ns: 0,
-                    first_failure_ns: 0,
-                    failures: 0,
-                    reason: BanReason::Manual as u8,
-                    _pad: [0; 3],
-                    note: [0; 32],
-                };
+                let ban = Ban::manual(clock::boot_ns(), 0, [0; 32]);
                 dp.bans()?.insert(key, ban, 0)?;
                 let link_fd = in_netns(&pbx.path(), || {
                     let prog: &mut Xdp = dp
