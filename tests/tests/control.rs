@@ -78,7 +78,7 @@ fn cli_ban_and_unban_change_what_reaches_the_pbx() {
 
 #[test]
 fn kernel_bans_at_threshold_and_survive_kill_9_and_restart() {
-    let mut f = Filter::start(&[], BASE);
+    let mut f = Filter::start(&["203.0.113.11/24"], BASE);
     let pbx = f.responder();
     let attacker = f.client("203.0.113.10:0");
     let me: IpAddr = "203.0.113.10".parse().unwrap();
@@ -135,8 +135,12 @@ fn kernel_bans_at_threshold_and_survive_kill_9_and_restart() {
     );
 
     // A phone at another address is unaffected.
-    let phone = f.client("203.0.113.10:0");
-    drop(phone);
+    let phone = f.client("203.0.113.11:0");
+    assert_eq!(
+        phone.register(PBX_V4, Creds::Good),
+        Some(200),
+        "another address still registers"
+    );
 }
 
 #[test]

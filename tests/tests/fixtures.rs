@@ -777,7 +777,6 @@ type StatusCase = (&'static str, Option<Vec<u8>>, u16, u32, u32);
 /// One request (or none) from the client, then one answer: the failure counters after it.
 #[test]
 fn egress_status_codes() {
-    use method::*;
     let mut h = Harness::new().unwrap();
     let no_blank = reg(Creds::None).replace("\r\n\r\n", "\r\n");
     let cases: Vec<StatusCase> = vec![
@@ -885,7 +884,6 @@ fn egress_status_codes() {
         }
     }
     assert_eq!(failed, 0, "egress status fixtures failed");
-    let _ = INVITE;
 
     // A provisional answer leaves the request open; the final one still counts.
     h.reset();
