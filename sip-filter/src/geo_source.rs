@@ -371,16 +371,11 @@ fn gaps(mut covered: Vec<(u128, u128)>, max: u128) -> Vec<(u128, u128)> {
     out
 }
 
-// The generator of test databases lives with the integration-test helpers; this crate cannot
-// depend on `tests`, so its unit tests compile the same file.
-#[cfg(test)]
-#[allow(dead_code)]
-#[path = "../../tests/src/mmdb.rs"]
-mod mmdb;
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
+
+    use testkit::mmdb;
 
     use super::*;
 

@@ -1,11 +1,10 @@
-//! Test support for sip-filter: packet and SIP builders, and a BPF_PROG_TEST_RUN harness.
+//! Test support for sip-filter: a BPF_PROG_TEST_RUN harness, namespaces, the lab and the bench.
+//! The packet, SIP, MaxMind DB and capture builders live in `testkit` and are re-exported here.
 pub mod bench;
 pub mod filter;
 pub mod harness;
 pub mod lab;
-pub mod mmdb;
 pub mod netns;
-pub mod packet;
-pub mod pcap;
 pub mod responder;
-pub mod sip;
+
+pub use testkit::{mmdb, packet, pcap, sip};

@@ -4,7 +4,7 @@
 //! paths there (no TCX: the egress program is a netlink tc filter).
 //!
 //! One boot runs every selected test binary in turn: the packet fixtures
-//! (`tests/tests/fixtures.rs`) and the daemon/CLI end-to-end tests
+//! (`tests/tests/fixtures/`) and the daemon/CLI end-to-end tests
 //! (`tests/tests/control.rs`, which also need the `sip-filter` binary and the
 //! real `ip` and `nsenter`).
 
@@ -69,7 +69,7 @@ const DEFAULT_TIMEOUT_SECS: u64 = 900;
 /// A test binary of the `tests` crate that runs in the VM.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Suite {
-    /// Packet fixtures through BPF_PROG_TEST_RUN (`tests/tests/fixtures.rs`)
+    /// Packet fixtures through BPF_PROG_TEST_RUN (`tests/tests/fixtures/`)
     Fixtures,
     /// Daemon and CLI end to end in network namespaces (`tests/tests/control.rs`)
     Control,

@@ -4,9 +4,8 @@
 //! DB-IP databases: an IPv6 tree with IPv4 under `::/96` and the IPv4-mapped, 6to4 and Teredo
 //! ranges aliased to it. Readers see them exactly as they see a downloaded database.
 //!
-//! This file is also compiled into `sip-filter`'s own unit tests (`geo_source.rs` includes it
-//! with `#[path]`), because that crate cannot depend on this one: keep it free of `crate::`
-//! paths and of dependencies that `sip-filter` lacks as a dev-dependency.
+//! `sip-filter`'s own unit tests (`geo_source.rs`) use this module through `testkit`, a
+//! dev-dependency of that crate: keep `testkit` free of any dependency on `sip-filter`.
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
