@@ -1,7 +1,9 @@
 //! Types and constants shared by the eBPF programs and userspace.
 //!
 //! Every struct is `#[repr(C)]` with explicit padding fields so that the kernel and userspace
-//! agree on layout byte for byte; `layout_tests` below and the loader's BTF check keep them honest.
+//! agree on layout byte for byte: the size assertions at the end of this file fail the build if
+//! a struct grows implicit padding, and loading the object checks every map's key and value
+//! size against the map table (`map::ALL`), which is built from these types.
 //!
 //! Addresses are always 16 bytes in network order: IPv6 as is, IPv4 as an IPv4-mapped IPv6 address
 //! (`::ffff:a.b.c.d`). One key type lets one map hold both families. Prefix lengths stored in maps
@@ -24,28 +26,9 @@ pub const SCRATCH_PAD: usize = 32;
 /// Prefix length added to an IPv4 prefix to place it in the IPv4-mapped IPv6 space.
 pub const V4_MAPPED_PREFIX: u32 = 96;
 
-/// Map names, shared so userspace can pin and open them by name.
-pub mod map_names {
-    pub const CONFIG: &str = "CONFIG";
-    pub const BANS: &str = "BANS";
-    pub const BAN_NETS: &str = "BAN_NETS";
-    pub const ALLOW: &str = "ALLOW";
-    pub const FLOWS: &str = "FLOWS";
-    pub const FAILURES: &str = "FAILURES";
-    pub const GEO_V4: &str = "GEO_V4";
-    pub const GEO_V6: &str = "GEO_V6";
-    pub const GEO_NODES: &str = "GEO_NODES";
-    pub const STATS: &str = "STATS";
-    pub const EVENTS: &str = "EVENTS";
-    pub const SCRATCH: &str = "SCRATCH";
-    pub const CLOCK: &str = "CLOCK";
-
-    /// Every map, in a fixed order (for pinning and status).
-    pub const ALL: [&str; 13] = [
-        CONFIG, BANS, BAN_NETS, ALLOW, FLOWS, FAILURES, GEO_V4, GEO_V6, GEO_NODES, STATS, EVENTS,
-        SCRATCH, CLOCK,
-    ];
-}
+pub mod map;
+mod reason;
+pub use reason::{Reason, STATS_SLOTS};
 
 /// `CLOCK[0]`: `CLOCK_BOOTTIME - CLOCK_MONOTONIC` in nanoseconds (time spent suspended), written
 /// at load and refreshed by the daemon every second. If the host suspends while no daemon runs,
@@ -99,15 +82,18 @@ pub struct Config {
     pub ban_nets_active: u8,
     /// Non-zero when geo tables hold entries.
     pub geo_active: u8,
-    pub _pad0: u8,
+    /// Non-zero to have each program run record its verdict in `TRACE` (replay and tests set
+    /// it; a live filter leaves it off and pays nothing).
+    pub trace: u8,
     /// Mask applied to IPv6 sources before tracking and banning (e.g. /64 = 8 x 0xff, 8 x 0).
     pub v6_mask: [u8; 16],
     pub auth_max_failures: u32,
-    pub enum_max_not_found: u32,
+    /// Extension scans: 404s to REGISTER/INVITE.
+    pub scan_max_not_found: u32,
     pub auth_find_time_ns: u64,
     pub auth_ban_time_ns: u64,
-    pub enum_find_time_ns: u64,
-    pub enum_ban_time_ns: u64,
+    pub scan_find_time_ns: u64,
+    pub scan_ban_time_ns: u64,
 }
 
 impl Config {
@@ -142,14 +128,14 @@ impl Default for Config {
             allow_active: 0,
             ban_nets_active: 0,
             geo_active: 0,
-            _pad0: 0,
+            trace: 0,
             v6_mask: Self::v6_mask_for(64),
             auth_max_failures: 5,
-            enum_max_not_found: 10,
+            scan_max_not_found: 10,
             auth_find_time_ns: 60 * SEC,
             auth_ban_time_ns: 3600 * SEC,
-            enum_find_time_ns: 60 * SEC,
-            enum_ban_time_ns: 3600 * SEC,
+            scan_find_time_ns: 60 * SEC,
+            scan_ban_time_ns: 3600 * SEC,
         }
     }
 }
@@ -235,6 +221,17 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
+impl FlowKey {
+    #[inline(always)]
+    pub const fn new(addr: [u8; 16], port: u16) -> Self {
+        Self {
+            addr,
+            port,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// `Flow::method` values, and the request counters' order.
 pub mod method {
     pub const UNKNOWN: u8 = 0;
@@ -283,7 +280,7 @@ pub struct Flow {
     /// Pending requests that carried credentials (or may have: `creds::UNKNOWN`).
     pub creds: u8,
     /// Pending REGISTERs and INVITEs (a 404 to them is an extension scan).
-    pub reg_inv: u8,
+    pub register_invite: u8,
     pub _pad: [u8; 5],
 }
 
@@ -293,7 +290,7 @@ pub struct Flow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Failures {
     pub auth_first_ns: u64,
-    pub nf_first_ns: u64,
+    pub not_found_first_ns: u64,
     pub auth: u32,
     pub not_found: u32,
 }
@@ -346,67 +343,42 @@ pub mod geo {
     pub const V4_WORD_SHIFT: u32 = 14;
 }
 
-/// Per-CPU counters, indices into `STATS`.
-pub mod stat {
-    pub const SEEN: u32 = 0;
-    pub const PASSED: u32 = 1;
-    pub const ALLOWLISTED: u32 = 2;
-    pub const DROPPED_BANNED: u32 = 3;
-    pub const DROPPED_GEO: u32 = 4;
-    pub const MALFORMED: u32 = 5;
-    pub const NON_FIRST_FRAGMENT: u32 = 6;
-    /// Requests by method: `REQ_BASE + method::*` (UNKNOWN is unused).
-    pub const REQ_BASE: u32 = 7;
-    pub const REQ_WITH_CREDS: u32 = 14;
-    /// Requests whose header section did not end inside the scanned bytes.
-    pub const REQ_CREDS_UNKNOWN: u32 = 15;
-    /// Responses by class: `RESP_BASE + class` for class 1..=6.
-    pub const RESP_BASE: u32 = 15;
-    pub const AUTH_FAILURES: u32 = 22;
-    pub const NOT_FOUND: u32 = 23;
-    pub const AUTH_RESETS: u32 = 24;
-    pub const BANS_ISSUED: u32 = 25;
-    pub const BAN_MAP_FULL: u32 = 26;
-    pub const EVENTS_LOST: u32 = 27;
-    pub const EGRESS_SEEN: u32 = 28;
-    pub const NON_SIP_ON_SIP_PORT: u32 = 29;
-    pub const COUNT: u32 = 32;
+/// `Trace::detail` when there is nothing more to say.
+pub const NO_DETAIL: u32 = u32::MAX;
 
-    /// Names for `stats`, indexed like the map; empty entries are unused.
-    pub const NAMES: [&str; COUNT as usize] = [
-        "seen",
-        "passed",
-        "allowlisted",
-        "dropped_banned",
-        "dropped_geo",
-        "malformed",
-        "non_first_fragment",
-        "",
-        "req_register",
-        "req_invite",
-        "req_options",
-        "req_subscribe",
-        "req_message",
-        "req_other",
-        "req_with_credentials",
-        "req_credentials_unknown",
-        "resp_1xx",
-        "resp_2xx",
-        "resp_3xx",
-        "resp_4xx",
-        "resp_5xx",
-        "resp_6xx",
-        "auth_failures",
-        "not_found",
-        "auth_resets",
-        "bans_issued",
-        "ban_map_full",
-        "events_lost",
-        "egress_seen",
-        "non_sip_on_sip_port",
-        "",
-        "",
-    ];
+/// What one program run decided, written to `TRACE` at the program's exit when
+/// `Config::trace` is set: `replay` and the tests read a packet's reason from it directly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trace {
+    /// A [`Reason`]: for XDP the verdict counted (`Reason::is_verdict`); for TC egress the
+    /// effect of the answer (`AuthFailures`, `NotFound`, `AuthResets`), or its response
+    /// class when it counted nothing, or `EgressSeen` when it was not a SIP answer.
+    pub verdict: u32,
+    /// A [`Reason`] that says more, or [`NO_DETAIL`]: XDP `NotIp`, `NonFirstFragment`,
+    /// `NonSipOnSipPort`, `ResponseIn`, or the request counter of an inspected request;
+    /// TC `BansIssued` or `BanMapFull` when the answer reached a threshold.
+    pub detail: u32,
+    /// XDP: `creds::*` of an inspected request.
+    pub creds: u8,
+    /// Non-zero once written (userspace zeroes the slot before a run).
+    pub recorded: u8,
+    /// TC: the status code read.
+    pub status: u16,
+    pub _pad: [u8; 4],
+}
+
+impl Trace {
+    pub const fn new(verdict: u32) -> Self {
+        Self {
+            verdict,
+            detail: NO_DETAIL,
+            creds: creds::NONE,
+            recorded: 1,
+            status: 0,
+            _pad: [0; 4],
+        }
+    }
 }
 
 #[cfg(feature = "user")]
@@ -422,6 +394,7 @@ mod user {
     unsafe impl aya::Pod for BanEvent {}
     unsafe impl aya::Pod for GeoKey {}
     unsafe impl aya::Pod for GeoBits {}
+    unsafe impl aya::Pod for Trace {}
 }
 
 /// Sizes pinned here must match the kernel side; a struct that grows implicit padding fails to
@@ -435,4 +408,5 @@ const _: () = {
     assert!(size_of::<Failures>() == 24);
     assert!(size_of::<BanEvent>() == 48);
     assert!(size_of::<GeoKey>() == 20);
+    assert!(size_of::<Trace>() == 16);
 };

@@ -1,6 +1,6 @@
 //! Bans: lookups on the fast path, failure counting and in-kernel banning on the slow path.
 use aya_ebpf::maps::lpm_trie::Key;
-use sip_filter_common::{Ban, BanEvent, BanReason, Config, Failures, stat};
+use sip_filter_common::{Ban, BanEvent, BanReason, Config, Failures, Reason, Trace};
 
 use crate::maps::{ALLOW, BAN_NETS, BANS, EVENTS, FAILURES, count, now};
 
@@ -49,8 +49,16 @@ pub enum Failure {
 }
 
 /// Counts one failure for `key` and bans it when the threshold is reached inside the window.
+/// `t` gets the failure as its verdict and a ban (or why none was stored) as its detail.
 #[inline(always)]
-pub fn record_failure(key: &[u8; 16], addr: &[u8; 16], kind: Failure, cfg: &Config, now: u64) {
+pub fn record_failure(
+    key: &[u8; 16],
+    addr: &[u8; 16],
+    kind: Failure,
+    cfg: &Config,
+    now: u64,
+    t: &mut Trace,
+) {
     let f = match FAILURES.get_ptr_mut(key) {
         Some(f) => f,
         None => {
@@ -66,7 +74,8 @@ pub fn record_failure(key: &[u8; 16], addr: &[u8; 16], kind: Failure, cfg: &Conf
     let f = unsafe { &mut *f };
     let (first, n, max, find_time, ban_time, reason) = match kind {
         Failure::Auth => {
-            count(stat::AUTH_FAILURES);
+            count(Reason::AuthFailures);
+            t.verdict = Reason::AuthFailures as u32;
             (
                 &mut f.auth_first_ns,
                 &mut f.auth,
@@ -77,13 +86,14 @@ pub fn record_failure(key: &[u8; 16], addr: &[u8; 16], kind: Failure, cfg: &Conf
             )
         }
         Failure::NotFound => {
-            count(stat::NOT_FOUND);
+            count(Reason::NotFound);
+            t.verdict = Reason::NotFound as u32;
             (
-                &mut f.nf_first_ns,
+                &mut f.not_found_first_ns,
                 &mut f.not_found,
-                cfg.enum_max_not_found,
-                cfg.enum_find_time_ns,
-                cfg.enum_ban_time_ns,
+                cfg.scan_max_not_found,
+                cfg.scan_find_time_ns,
+                cfg.scan_ban_time_ns,
                 BanReason::NotFound,
             )
         }
@@ -98,19 +108,24 @@ pub fn record_failure(key: &[u8; 16], addr: &[u8; 16], kind: Failure, cfg: &Conf
         let failures = *n;
         let first_ns = *first;
         *n = 0;
-        ban(key, addr, reason, failures, first_ns, ban_time, cfg, now);
+        if let Some(outcome) = ban(key, addr, reason, failures, first_ns, ban_time, cfg, now) {
+            t.detail = outcome as u32;
+        }
     }
 }
 
 /// A 2xx to a request that carried credentials: the client knows its password.
 #[inline(always)]
-pub fn reset_auth(key: &[u8; 16]) {
+pub fn reset_auth(key: &[u8; 16], t: &mut Trace) {
     if let Some(f) = FAILURES.get_ptr_mut(key) {
         unsafe { (*f).auth = 0 };
-        count(stat::AUTH_RESETS);
+        count(Reason::AuthResets);
+        t.verdict = Reason::AuthResets as u32;
     }
 }
 
+/// Bans `key` unless it is allowlisted or already banned for longer. Returns what happened to
+/// a ban it tried to store (`BansIssued`, `BanMapFull`), `None` when it did not try.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn ban(
@@ -122,9 +137,9 @@ fn ban(
     ban_time: u64,
     cfg: &Config,
     now: u64,
-) {
+) -> Option<Reason> {
     if is_allowed(addr, cfg) {
-        return;
+        return None;
     }
     let expires_ns = now + ban_time;
     // Never shorten a ban already in force (an operator's permanent ban, say).
@@ -132,7 +147,7 @@ fn ban(
         && old.active_at(now)
         && (old.expires_ns == 0 || old.expires_ns >= expires_ns)
     {
-        return;
+        return None;
     }
     let b = Ban {
         created_ns: now,
@@ -144,10 +159,10 @@ fn ban(
         note: [0; 32],
     };
     if BANS.insert(key, b, 0).is_err() {
-        count(stat::BAN_MAP_FULL);
-        return;
+        count(Reason::BanMapFull);
+        return Some(Reason::BanMapFull);
     }
-    count(stat::BANS_ISSUED);
+    count(Reason::BansIssued);
     match EVENTS.reserve::<BanEvent>(0) {
         Some(mut e) => {
             e.write(BanEvent {
@@ -161,6 +176,7 @@ fn ban(
             });
             e.submit(0);
         }
-        None => count(stat::EVENTS_LOST),
+        None => count(Reason::EventsLost),
     }
+    Some(Reason::BansIssued)
 }

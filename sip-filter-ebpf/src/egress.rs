@@ -1,20 +1,30 @@
 //! TC egress: reads the PBX's SIP responses and counts failures per client.
 use aya_ebpf::programs::TcContext;
-use sip_filter_common::{Flow, stat};
+use sip_filter_common::{Config, Flow, FlowKey, Reason, Trace};
 
 use crate::{
     ban::{self, Failure},
-    ingress::is_sip_port,
-    maps::{FLOWS, config, count, now},
+    maps::{FLOWS, config, count, count_at, now, trace},
     parse::{self, IPPROTO_UDP, sip},
+    policy::is_sip_port,
 };
 
 /// Enough linear bytes for two VLAN tags, IPv6 with extension headers, UDP and a status line.
 const PULL_LEN: u32 = 256;
 
-pub fn run(ctx: &TcContext) -> Option<()> {
-    count(stat::EGRESS_SEEN);
-    let cfg = config()?;
+pub fn run(ctx: &TcContext) {
+    count(Reason::EgressSeen);
+    let Some(cfg) = config() else {
+        return;
+    };
+    let mut t = Trace::new(Reason::EgressSeen as u32);
+    let _ = answer(ctx, cfg, &mut t);
+    trace(cfg, t);
+}
+
+/// Judges one answer of the PBX; `t` says what it was and what it caused.
+#[inline(always)]
+fn answer(ctx: &TcContext, cfg: &Config, t: &mut Trace) -> Option<()> {
     let len = ctx.len();
     let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
     let pkt = parse::packet(ctx.data(), ctx.data_end()).ok()?;
@@ -30,9 +40,11 @@ pub fn run(ctx: &TcContext) -> Option<()> {
         return None;
     }
     let code = sip::status(&first12)?;
+    t.status = code;
     let class = (code / 100) as u32;
     if (1..=6).contains(&class) {
-        count(stat::RESP_BASE + class);
+        count_at(Reason::response_index(class));
+        t.verdict = Reason::response_index(class);
     }
     if code < 200 {
         // Provisional: the transaction is still open.
@@ -40,11 +52,7 @@ pub fn run(ctx: &TcContext) -> Option<()> {
     }
 
     // The client is where the answer goes.
-    let fk = sip_filter_common::FlowKey {
-        addr: pkt.dst,
-        port: pkt.dport,
-        _pad: [0; 2],
-    };
+    let fk = FlowKey::new(pkt.dst, pkt.dport);
     let flow = FLOWS.get_ptr_mut(fk);
     let mut f = match flow {
         Some(p) => unsafe { *p },
@@ -59,27 +67,27 @@ pub fn run(ctx: &TcContext) -> Option<()> {
         // A challenge to a request without credentials is the first step of digest auth.
         401 | 407 if f.creds > 0 => {
             f.creds -= 1;
-            ban::record_failure(&key, dst, Failure::Auth, cfg, now());
+            ban::record_failure(&key, dst, Failure::Auth, cfg, now(), t);
         }
         403 => {
             f.creds = f.creds.saturating_sub(1);
-            ban::record_failure(&key, dst, Failure::Auth, cfg, now());
+            ban::record_failure(&key, dst, Failure::Auth, cfg, now(), t);
         }
-        404 if f.reg_inv > 0 => {
-            f.reg_inv -= 1;
-            ban::record_failure(&key, dst, Failure::NotFound, cfg, now());
+        404 if f.register_invite > 0 => {
+            f.register_invite -= 1;
+            ban::record_failure(&key, dst, Failure::NotFound, cfg, now(), t);
         }
         // Success resets the count only when it can only answer a credentialed request.
         200..=299 if f.creds > 0 && f.pending <= f.creds => {
             f.creds -= 1;
-            ban::reset_auth(&key);
+            ban::reset_auth(&key, t);
         }
         _ => {}
     }
     if let Some(p) = flow {
         f.pending = f.pending.saturating_sub(1);
         f.creds = f.creds.min(f.pending);
-        f.reg_inv = f.reg_inv.min(f.pending);
+        f.register_invite = f.register_invite.min(f.pending);
         unsafe { *p = f };
     }
     Some(())

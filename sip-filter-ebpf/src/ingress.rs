@@ -1,66 +1,57 @@
-//! XDP ingress verdict: allowlist, ban, geo, then SIP request inspection.
+//! XDP ingress verdict: allowlist, ban, geo, then SIP request inspection. One exit counts the
+//! verdict and records it (with what the packet was) in the trace.
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     helpers::generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
-use sip_filter_common::{BAN_SCOPE_ALL, Config, Flow, FlowKey, SCAN_BUF, creds, method, stat};
+use sip_filter_common::{Config, Flow, FlowKey, Reason, SCAN_BUF, Trace, creds, method};
 
 use crate::{
     ban, geo,
-    maps::{FLOWS, SCRATCH, config, count},
+    maps::{FLOWS, SCRATCH, config, count, count_at, trace},
     parse::{
-        self, IPPROTO_TCP, IPPROTO_UDP, Packet, Skip,
+        self, IPPROTO_UDP, Packet, Skip,
         sip::{self, Start},
     },
+    policy::{in_scope, is_sip_request_port},
 };
 
-#[inline(always)]
-pub fn is_sip_port(cfg: &Config, port: u16) -> bool {
-    let mut hit = false;
-    for i in 0..cfg.ports.len() {
-        if i < cfg.nports as usize && cfg.ports[i] == port {
-            hit = true;
-        }
-    }
-    hit
-}
-
-/// Does a ban (or geo block) apply to this packet? Scope "all" covers everything from the
-/// source; scope "sip" covers SIP over UDP and TCP on the SIP ports and the TLS port.
-#[inline(always)]
-fn in_scope(cfg: &Config, p: &Packet) -> bool {
-    if cfg.ban_scope == BAN_SCOPE_ALL {
-        return true;
-    }
-    if !p.has_ports {
-        return false;
-    }
-    match p.proto {
-        IPPROTO_UDP => is_sip_port(cfg, p.dport),
-        IPPROTO_TCP => p.dport == cfg.tls_port || is_sip_port(cfg, p.dport),
-        _ => false,
-    }
-}
-
-#[inline(always)]
-fn verdict(stat_index: u32, action: u32) -> u32 {
-    count(stat_index);
-    action
-}
-
 pub fn run(ctx: &XdpContext) -> u32 {
-    count(stat::SEEN);
+    count(Reason::Seen);
     let Some(cfg) = config() else {
         return XDP_PASS;
     };
+    let mut t = Trace::new(Reason::Passed as u32);
+    let action = verdict(ctx, cfg, &mut t);
+    count_at(t.verdict);
+    trace(cfg, t);
+    action
+}
+
+/// Counts `reason` as what the packet was and keeps it as the trace's detail.
+#[inline(always)]
+fn note(t: &mut Trace, reason: u32) {
+    count_at(reason);
+    t.detail = reason;
+}
+
+/// The verdict on one packet; `t.verdict` says why (it stays `Passed` unless set).
+#[inline(always)]
+fn verdict(ctx: &XdpContext, cfg: &Config, t: &mut Trace) -> u32 {
     let pkt = match parse::packet(ctx.data(), ctx.data_end()) {
         Ok(p) => p,
-        Err(Skip::NotIp) => return verdict(stat::PASSED, XDP_PASS),
-        Err(Skip::Malformed) => return verdict(stat::MALFORMED, XDP_PASS),
+        Err(Skip::NotIp) => {
+            note(t, Reason::NotIp as u32);
+            return XDP_PASS;
+        }
+        Err(Skip::Malformed) => {
+            t.verdict = Reason::Malformed as u32;
+            return XDP_PASS;
+        }
     };
     if !pkt.has_ports && pkt.proto == IPPROTO_UDP {
-        count(stat::NON_FIRST_FRAGMENT);
+        note(t, Reason::NonFirstFragment as u32);
     }
     let key = ban::source_key(&pkt.src, pkt.is_v6, cfg);
 
@@ -68,55 +59,59 @@ pub fn run(ctx: &XdpContext) -> u32 {
     // wins, it is only consulted after a hit.
     if ban::is_banned(&key, &pkt.src, cfg) && in_scope(cfg, &pkt) {
         if ban::is_allowed(&pkt.src, cfg) {
-            return verdict(stat::ALLOWLISTED, XDP_PASS);
+            t.verdict = Reason::Allowlisted as u32;
+            return XDP_PASS;
         }
-        return verdict(stat::DROPPED_BANNED, XDP_DROP);
+        t.verdict = Reason::DroppedBanned as u32;
+        return XDP_DROP;
     }
     if ban::is_allowed(&pkt.src, cfg) {
-        return verdict(stat::ALLOWLISTED, XDP_PASS);
+        t.verdict = Reason::Allowlisted as u32;
+        return XDP_PASS;
     }
     if cfg.geo_active != 0 && in_scope(cfg, &pkt) && geo::blocked(&pkt.src, pkt.is_v6) {
-        return verdict(stat::DROPPED_GEO, XDP_DROP);
+        t.verdict = Reason::DroppedGeo as u32;
+        return XDP_DROP;
     }
-    if pkt.proto == IPPROTO_UDP && pkt.has_ports && is_sip_port(cfg, pkt.dport) {
-        inspect_request(ctx, &pkt);
+    if is_sip_request_port(cfg, &pkt) {
+        inspect_request(ctx, &pkt, t);
     }
-    verdict(stat::PASSED, XDP_PASS)
+    XDP_PASS
 }
 
 /// Records the method of a SIP request and whether it carries credentials, for the egress
 /// program to judge the PBX's answer.
 #[inline(always)]
-fn inspect_request(ctx: &XdpContext, pkt: &Packet) {
+fn inspect_request(ctx: &XdpContext, pkt: &Packet, t: &mut Trace) {
     let p = pkt.payload;
     if p + 8 > ctx.data_end() {
-        count(stat::NON_SIP_ON_SIP_PORT);
+        note(t, Reason::NonSipOnSipPort as u32);
         return;
     }
     let first8 = unsafe { core::ptr::read_unaligned(p as *const u64) };
     let method = match sip::start(first8) {
         Start::Request(m) => m,
         // Answers to the PBX's own requests (trunks, phones): nothing to track.
-        Start::Response => return,
+        Start::Response => {
+            note(t, Reason::ResponseIn as u32);
+            return;
+        }
         Start::Other => {
-            count(stat::NON_SIP_ON_SIP_PORT);
+            note(t, Reason::NonSipOnSipPort as u32);
             return;
         }
     };
-    count(stat::REQ_BASE + method as u32);
+    note(t, Reason::request_index(method));
     let creds = scan(ctx, pkt);
+    t.creds = creds;
     match creds {
-        creds::PRESENT => count(stat::REQ_WITH_CREDS),
-        creds::UNKNOWN => count(stat::REQ_CREDS_UNKNOWN),
+        creds::PRESENT => count(Reason::ReqWithCreds),
+        creds::UNKNOWN => count(Reason::ReqCredsUnknown),
         _ => {}
     }
-    let k = FlowKey {
-        addr: pkt.src,
-        port: pkt.sport,
-        _pad: [0; 2],
-    };
+    let k = FlowKey::new(pkt.src, pkt.sport);
     let with_creds = u8::from(creds != creds::NONE);
-    let reg_inv = u8::from(method == method::REGISTER || method == method::INVITE);
+    let register_invite = u8::from(method == method::REGISTER || method == method::INVITE);
     // Re-registering phones and guessing scanners reuse their socket: updating in place costs a
     // lookup, where an LRU insert costs several times more. A full map evicts the oldest client,
     // which only forgets its pending requests.
@@ -124,13 +119,13 @@ fn inspect_request(ctx: &XdpContext, pkt: &Packet) {
         Some(f) => unsafe {
             (*f).pending = (*f).pending.saturating_add(1);
             (*f).creds = (*f).creds.saturating_add(with_creds);
-            (*f).reg_inv = (*f).reg_inv.saturating_add(reg_inv);
+            (*f).register_invite = (*f).register_invite.saturating_add(register_invite);
         },
         None => {
             let f = Flow {
                 pending: 1,
                 creds: with_creds,
-                reg_inv,
+                register_invite,
                 _pad: [0; 5],
             };
             let _ = FLOWS.insert(k, f, 0);

@@ -10,6 +10,7 @@ mod geo;
 mod ingress;
 mod maps;
 mod parse;
+mod policy;
 
 use aya_ebpf::{
     bindings::TC_ACT_OK,
@@ -33,7 +34,7 @@ pub fn sip_pass(_ctx: XdpContext) -> u32 {
 /// Egress never drops: it only watches the PBX's answers.
 #[classifier]
 pub fn sip_tc(ctx: TcContext) -> i32 {
-    let _ = egress::run(&ctx);
+    egress::run(&ctx);
     TC_ACT_OK
 }
 

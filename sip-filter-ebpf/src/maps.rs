@@ -1,14 +1,17 @@
-//! Every map of the dataplane, grouped by role. Userspace pins them by these names.
+//! Every map of the dataplane, grouped by role. Each static has a row of the same name in
+//! `sip_filter_common::map`, from which userspace pins, checks and shows it.
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sip_filter_common::{
-    Ban, Config, Failures, Flow, FlowKey, GeoBits, GeoKey, SCRATCH_LEN, SCRATCH_PAD, sizes, stat,
+    Ban, Config, Failures, Flow, FlowKey, GeoBits, GeoKey, Reason, SCRATCH_LEN, SCRATCH_PAD,
+    STATS_SLOTS, Trace, sizes,
 };
 
 // --- policy, written by userspace ---------------------------------------------------------
 
+/// The runtime configuration (one entry); both programs read it per packet.
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
@@ -17,10 +20,13 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 pub static ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(sizes::ALLOW, 0);
 
 /// Geo-blocking, a fixed-stride multi-level table (see `sip_filter_common::geo`).
+/// IPv4: a bitmap of /24s, 64 per word.
 #[map]
 pub static GEO_V4: Array<GeoBits> = Array::with_max_entries(sizes::GEO_V4_WORDS, 0);
+/// IPv6: the /16 top level.
 #[map]
 pub static GEO_V6: Array<u32> = Array::with_max_entries(sizes::GEO_V6_TOP, 0);
+/// The levels below: IPv4 /32s under partial /24s, IPv6 /32, /48 and /64 nodes.
 #[map]
 pub static GEO_NODES: HashMap<GeoKey, u32> = HashMap::with_max_entries(sizes::GEO_NODES, 0);
 
@@ -48,8 +54,13 @@ pub static FAILURES: LruHashMap<[u8; 16], Failures> =
 
 // --- reporting -----------------------------------------------------------------------------
 
+/// Per-CPU counters, indexed by `Reason`.
 #[map]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
+
+/// What the last run on this CPU decided (written only when `Config::trace` is set).
+#[map]
+pub static TRACE: PerCpuArray<Trace> = PerCpuArray::with_max_entries(1, 0);
 
 /// Ban events for the daemon's log.
 #[map]
@@ -75,10 +86,26 @@ pub fn now() -> u64 {
 }
 
 #[inline(always)]
-pub fn count(index: u32) {
+pub fn count(reason: Reason) {
+    count_at(reason as u32);
+}
+
+/// Counts at a computed `STATS` index (`Reason::request_index`, `Reason::response_index`).
+#[inline(always)]
+pub fn count_at(index: u32) {
     if let Some(p) = STATS.get_ptr_mut(index) {
         // Per-CPU slot: no other writer, no atomic needed.
         unsafe { *p += 1 };
+    }
+}
+
+/// Records a run's decision for replay and the tests, when they asked for it.
+#[inline(always)]
+pub fn trace(cfg: &Config, t: Trace) {
+    if cfg.trace != 0
+        && let Some(p) = TRACE.get_ptr_mut(0)
+    {
+        unsafe { *p = t };
     }
 }
 

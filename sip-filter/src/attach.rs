@@ -5,13 +5,13 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::{
-    LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    LinkOrder, TcAttachType, XdpMode,
     links::{FdLink, PinnedLink},
     tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
     xdp::XdpLink,
 };
 
-use crate::{dataplane::Dataplane, pins};
+use crate::{dataplane::Dataplane, pidfile, pins};
 
 /// `--mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -51,32 +51,28 @@ pub fn attach(dp: &mut Dataplane, iface: &str, mode: Mode, dir: &Path) -> Result
     attach_tc(dp, iface, dir)
 }
 
-fn xdp_prog(dp: &mut Dataplane) -> Result<&mut Xdp> {
-    Ok(dp
-        .ebpf
-        .program_mut(sip_filter_common::XDP_PROG)
-        .context("XDP program")?
-        .try_into()?)
-}
-
-fn tc_prog(dp: &mut Dataplane) -> Result<&mut SchedClassifier> {
-    Ok(dp
-        .ebpf
-        .program_mut(sip_filter_common::TC_PROG)
-        .context("TC program")?
-        .try_into()?)
+/// When a link is pinned at `pin` (a restart), hands it to `repoint`, which swaps this
+/// process's program into it in place; returns false when there is no pin (a first start).
+/// The pin owns the link: dropping the handle `repoint` takes back only closes our fd.
+fn repoint_pinned(pin: &Path, what: &str, repoint: impl FnOnce(FdLink) -> Result<()>) -> Result<bool> {
+    if !pin.exists() {
+        return Ok(false);
+    }
+    let link = FdLink::from(
+        PinnedLink::from_pin(pin).with_context(|| format!("opening the pinned {what} link"))?,
+    );
+    repoint(link).with_context(|| format!("replacing the {what} program in place"))?;
+    Ok(true)
 }
 
 fn attach_xdp(dp: &mut Dataplane, iface: &str, mode: Mode, dir: &Path) -> Result<()> {
     let pin = dir.join(pins::XDP_LINK);
-    let prog = xdp_prog(dp)?;
-    if pin.exists() {
-        let link = FdLink::from(PinnedLink::from_pin(&pin).context("opening the pinned XDP link")?);
-        let id = prog
-            .attach_to_link(XdpLink::try_from(link)?)
-            .context("replacing the XDP program in place")?;
-        // Owned by the pin: dropping our handle must not detach it.
+    let prog = dp.xdp_mut()?;
+    if repoint_pinned(&pin, "XDP", |link| {
+        let id = prog.attach_to_link(XdpLink::try_from(link)?)?;
         let _ = prog.take_link(id)?;
+        Ok(())
+    })? {
         return Ok(());
     }
     let id = prog
@@ -114,13 +110,12 @@ fn attach_tc(dp: &mut Dataplane, iface: &str, dir: &Path) -> Result<()> {
         return Err(e).context("adding the clsact qdisc for the egress program");
     }
     let pin = dir.join(pins::TC_LINK);
-    let prog = tc_prog(dp)?;
-    if pin.exists() {
-        let link = FdLink::from(PinnedLink::from_pin(&pin).context("opening the pinned TC link")?);
-        let id = prog
-            .attach_to_link(SchedClassifierLink::try_from(link)?)
-            .context("replacing the TC program in place")?;
+    let prog = dp.tc_mut()?;
+    if repoint_pinned(&pin, "TC", |link| {
+        let id = prog.attach_to_link(SchedClassifierLink::try_from(link)?)?;
         let _ = prog.take_link(id)?;
+        Ok(())
+    })? {
         return Ok(());
     }
     // TCX (6.6+): a bpf_link we pin like the XDP one.
@@ -181,8 +176,7 @@ pub fn detach(iface: &str) -> Result<()> {
     // Netlink filter (kernels without TCX), matched by program name; absent is fine.
     let _ = tc::qdisc_detach_program(iface, TcAttachType::Egress, sip_filter_common::TC_PROG);
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    let _ = std::fs::remove_file(pins::mode_file(iface));
-    // A daemon killed with SIGKILL leaves its pid file behind.
-    let _ = std::fs::remove_file(pins::pid_file(iface));
+    // A daemon killed with SIGKILL leaves its run files behind.
+    pidfile::remove(iface);
     Ok(())
 }

@@ -82,9 +82,7 @@ pub fn add(
             maps.ban_nets()?
                 .insert(&Key::new(len, k), ban, 0)
                 .context("adding the CIDR ban (map full?)")?;
-            let mut c = maps.config()?;
-            c.ban_nets_active = 1;
-            maps.set_config(&c)?;
+            maps.update_config(|c| c.ban_nets_active = 1)?;
             Ok(target.to_string())
         }
     }

@@ -296,9 +296,9 @@ impl Settings {
             auth_max_failures: self.auth.max,
             auth_find_time_ns: self.auth.find_time.as_nanos() as u64,
             auth_ban_time_ns: self.auth.ban_time.as_nanos() as u64,
-            enum_max_not_found: self.enumeration.max,
-            enum_find_time_ns: self.enumeration.find_time.as_nanos() as u64,
-            enum_ban_time_ns: self.enumeration.ban_time.as_nanos() as u64,
+            scan_max_not_found: self.enumeration.max,
+            scan_find_time_ns: self.enumeration.find_time.as_nanos() as u64,
+            scan_ban_time_ns: self.enumeration.ban_time.as_nanos() as u64,
             ..Default::default()
         }
     }

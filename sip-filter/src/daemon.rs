@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
-use sip_filter_common::{BanEvent, BanReason, map_names};
+use sip_filter_common::{BanEvent, BanReason, map};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -21,8 +21,9 @@ use crate::{
     config::Settings,
     dataplane::Dataplane,
     geo::GeoTable,
-    maps::Maps as _,
-    pins, rules,
+    iface,
+    maps::{self, Maps as _},
+    pidfile, pins, privilege, rules,
 };
 
 pub struct RunArgs {
@@ -39,9 +40,9 @@ fn load_settings(path: Option<&Path>) -> Result<Settings> {
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
-    pins::require_root("sip-filter run")?;
-    pins::require_interface(&args.iface)?;
-    if let Some(pid) = pins::daemon_pid(&args.iface) {
+    privilege::require_root("sip-filter run")?;
+    iface::require(&args.iface)?;
+    if let Some(pid) = pidfile::daemon_pid(&args.iface) {
         anyhow::bail!(
             "a sip-filter daemon already runs on {} (pid {pid}); send it SIGHUP to reload its \
              configuration, or stop it first",
@@ -51,8 +52,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let settings = load_settings(args.config.as_deref())?;
     pins::ensure_bpffs()?;
     let dir = pins::dir(&args.iface);
-    let restart = dir.join(map_names::CONFIG).exists();
-    crate::maps::check_layout(&dir)?;
+    let restart = dir.join(map::CONFIG.name).exists();
+    maps::check_layout(&dir)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
     let mut dp = Dataplane::load(Some(&dir))?;
@@ -64,8 +65,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let mut geo = rules::apply(&mut dp, &settings, &old_geo)?;
     attach::attach(&mut dp, &args.iface, args.mode, &dir)?;
-    pins::write_pid(&args.iface)?;
-    std::fs::write(pins::mode_file(&args.iface), args.mode.as_str()).ok();
+    pidfile::write(&args.iface, args.mode.as_str())?;
     let bans_now = bans::list(&mut dp)?.len();
     info!(
         iface = %args.iface,
@@ -79,7 +79,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         if restart { " (reusing pinned maps: no ban lost)" } else { "" }
     );
 
-    let ring = RingBuf::try_from(dp.ebpf.take_map(map_names::EVENTS).context("EVENTS map")?)?;
+    let ring = RingBuf::try_from(dp.take_map(map::EVENTS.name)?)?;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until it is dropped.
     let mut ring = unsafe { AsyncFd::register(ring) }
         .map_err(|e| anyhow::anyhow!("watching the ban ring buffer: {e}"))?;
@@ -126,7 +126,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         "daemon stopping; the filter stays attached and enforcing (remove it with `sip-filter detach --iface {}`)",
         args.iface
     );
-    let _ = std::fs::remove_file(pins::pid_file(&args.iface));
+    pidfile::remove_pid(&args.iface);
     Ok(())
 }
 
@@ -137,14 +137,12 @@ fn reload(dp: &mut Dataplane, path: Option<&Path>, geo: &GeoTable) -> Result<(Se
 }
 
 fn drain_events(ring: &mut RingBuf<MapData>, settings: &Settings) {
-    while let Some(item) = ring.next() {
-        if item.len() < size_of::<BanEvent>() {
-            warn!(len = item.len(), "short ban event");
-            continue;
-        }
-        // SAFETY: the kernel wrote a BanEvent (repr(C), every bit pattern valid).
-        let e: BanEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-        log_ban(&e, settings);
+    let (events, short) = maps::drain_events(ring);
+    if short > 0 {
+        warn!(short, "short ban events");
+    }
+    for e in &events {
+        log_ban(e, settings);
     }
 }
 

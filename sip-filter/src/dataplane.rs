@@ -1,4 +1,5 @@
-//! Loading the eBPF object and reaching its maps.
+//! Loading the eBPF object, checking it against the map table, and reaching its programs and
+//! maps.
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
@@ -6,15 +7,13 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{SchedClassifier, Xdp},
 };
-use sip_filter_common::{Config, map_names};
+use sip_filter_common::{Config, map};
 
-use crate::maps::Maps as _;
-
-use crate::EBPF_OBJECT;
+use crate::{EBPF_OBJECT, maps::Maps as _};
 
 /// The loaded dataplane: both programs verified by the kernel, not attached.
 pub struct Dataplane {
-    pub ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 impl Dataplane {
@@ -31,30 +30,23 @@ impl Dataplane {
             loader.map_max_entries(name, *size);
         }
         let paths: Vec<(&str, std::path::PathBuf)> = match pin_dir {
-            Some(dir) => map_names::ALL.iter().map(|m| (*m, dir.join(m))).collect(),
+            Some(dir) => map::ALL.iter().map(|m| (m.name, dir.join(m.name))).collect(),
             None => Vec::new(),
         };
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader
+        let ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading the eBPF object")?;
-        {
-            let xdp: &mut Xdp = ebpf
-                .program_mut(sip_filter_common::XDP_PROG)
-                .context("XDP program missing from object")?
-                .try_into()?;
-            xdp.load().context("the kernel rejected the XDP program")?;
-        }
-        {
-            let tc: &mut SchedClassifier = ebpf
-                .program_mut(sip_filter_common::TC_PROG)
-                .context("TC program missing from object")?
-                .try_into()?;
-            tc.load().context("the kernel rejected the TC program")?;
-        }
+        check_against_table(&ebpf)?;
         let mut dp = Self { ebpf };
+        dp.xdp_mut()?
+            .load()
+            .context("the kernel rejected the XDP program")?;
+        dp.tc_mut()?
+            .load()
+            .context("the kernel rejected the TC program")?;
         // A freshly created CONFIG holds zeros (no ports); keep a reused one as it is.
         if dp.config()?.nports == 0 {
             dp.set_config(&Config::default())?;
@@ -63,12 +55,52 @@ impl Dataplane {
         Ok(dp)
     }
 
-    pub fn xdp(&self) -> &Xdp {
+    /// Takes a map out of the object (the daemon's ring buffer reader owns EVENTS).
+    pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
         self.ebpf
-            .program(sip_filter_common::XDP_PROG)
+            .take_map(name)
+            .with_context(|| format!("{name} map missing from object"))
+    }
+
+    pub fn xdp_mut(&mut self) -> Result<&mut Xdp> {
+        self.xdp_program_mut(sip_filter_common::XDP_PROG)
+    }
+
+    /// An XDP program of the object by name (the benchmarks' `sip_pass` baseline, say).
+    pub fn xdp_program(&self, name: &str) -> Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("{name} missing from the object"))?
+            .try_into()?)
+    }
+
+    pub fn xdp_program_mut(&mut self, name: &str) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("{name} missing from the object"))?
+            .try_into()?)
+    }
+
+    /// A map of the object, read-only (its id and info).
+    pub fn map(&self, name: &str) -> Result<&aya::maps::Map> {
+        self.ebpf
+            .map(name)
+            .with_context(|| format!("{name} map missing from object"))
+    }
+
+    pub fn tc_mut(&mut self) -> Result<&mut SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program_mut(sip_filter_common::TC_PROG)
+            .context("TC program")?
+            .try_into()?)
+    }
+
+    pub fn xdp(&self) -> &Xdp {
+        self.xdp_program(sip_filter_common::XDP_PROG)
             .expect("loaded")
-            .try_into()
-            .expect("XDP")
     }
 
     pub fn tc(&self) -> &SchedClassifier {
@@ -78,6 +110,30 @@ impl Dataplane {
             .try_into()
             .expect("TC")
     }
+}
+
+/// The object's maps and the map table must agree: same names, same key and value sizes.
+fn check_against_table(ebpf: &Ebpf) -> Result<()> {
+    let mut seen = 0;
+    for (name, m) in ebpf.maps() {
+        let spec = map::by_name(name).with_context(|| {
+            format!("the eBPF object has a map {name} that sip_filter_common::map::ALL lacks")
+        })?;
+        let (data, kind) = crate::maps::map_data(m)?;
+        if kind != spec.kind {
+            anyhow::bail!("the object's map {name} is a {kind:?}, the map table says {:?}", spec.kind);
+        }
+        let info = data.info()?;
+        crate::maps::check_spec(spec, &info, &format!("the object's map {name}"))?;
+        seen += 1;
+    }
+    if seen != map::ALL.len() {
+        anyhow::bail!(
+            "the eBPF object has {seen} maps, the map table {}",
+            map::ALL.len()
+        );
+    }
+    Ok(())
 }
 
 impl crate::maps::Maps for Dataplane {

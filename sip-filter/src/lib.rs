@@ -1,5 +1,6 @@
 //! sip-filter userspace: loading the dataplane and managing its maps.
 pub mod addr;
+pub mod allow;
 pub mod attach;
 pub mod bans;
 pub mod clock;
@@ -8,8 +9,11 @@ pub mod daemon;
 pub mod dataplane;
 pub mod geo;
 pub mod geo_source;
+pub mod iface;
 pub mod maps;
+pub mod pidfile;
 pub mod pins;
+pub mod privilege;
 pub mod replay;
 pub mod rules;
 

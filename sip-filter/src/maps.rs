@@ -1,33 +1,47 @@
 //! Typed access to the dataplane's maps, whether they come from a freshly loaded object
 //! ([`crate::dataplane::Dataplane`]) or from the pins of a running filter ([`Pinned`]).
-use std::{collections::HashMap as StdHashMap, path::Path};
+//! Everything that concerns every map (pinning, the layout check, entry counts, clearing)
+//! iterates the map table, `sip_filter_common::map::ALL`.
+use std::{collections::HashMap as StdHashMap, os::fd::{AsFd as _, AsRawFd as _}, path::Path};
 
 use anyhow::{Context as _, Result, bail};
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray};
-use sip_filter_common::{Ban, Config, Failures, map_names, stat};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, RingBuf};
+use sip_filter_common::{
+    Ban, BanEvent, Config, Failures, Reason, Trace,
+    map::{self, Spec},
+};
 
 use crate::geo::{GeoMaps, GeoTable};
 
-pub type Counters = [u64; stat::COUNT as usize];
+/// Per-CPU counters summed, indexed by `Reason`.
+pub type Counters = [u64; Reason::COUNT];
 
 pub trait Maps {
     fn map_mut(&mut self, name: &str) -> Result<&mut Map>;
     fn maps3_mut(&mut self, names: [&str; 3]) -> Result<[&mut Map; 3]>;
 
     fn config(&mut self) -> Result<Config> {
-        let m: Array<&mut MapData, Config> = Array::try_from(self.map_mut(map_names::CONFIG)?)?;
+        let m: Array<&mut MapData, Config> = Array::try_from(self.map_mut(map::CONFIG.name)?)?;
         Ok(m.get(&0, 0)?)
     }
 
     fn set_config(&mut self, cfg: &Config) -> Result<()> {
-        let mut m: Array<&mut MapData, Config> = Array::try_from(self.map_mut(map_names::CONFIG)?)?;
+        let mut m: Array<&mut MapData, Config> =
+            Array::try_from(self.map_mut(map::CONFIG.name)?)?;
         m.set(0, cfg, 0)?;
         Ok(())
     }
 
+    /// Changes some fields of the running configuration (the `*_active` flags, `trace`).
+    fn update_config(&mut self, f: impl FnOnce(&mut Config)) -> Result<()> {
+        let mut c = self.config()?;
+        f(&mut c);
+        self.set_config(&c)
+    }
+
     /// Writes the suspend offset the kernel adds to its coarse clock (see `CLOCK_INDEX`).
     fn sync_clock(&mut self) -> Result<()> {
-        let mut m: Array<&mut MapData, u64> = Array::try_from(self.map_mut(map_names::CLOCK)?)?;
+        let mut m: Array<&mut MapData, u64> = Array::try_from(self.map_mut(map::CLOCK.name)?)?;
         m.set(
             sip_filter_common::CLOCK_INDEX,
             crate::clock::suspend_offset_ns(),
@@ -37,35 +51,70 @@ pub trait Maps {
     }
 
     fn bans(&mut self) -> Result<HashMap<&mut MapData, [u8; 16], Ban>> {
-        Ok(HashMap::try_from(self.map_mut(map_names::BANS)?)?)
+        Ok(HashMap::try_from(self.map_mut(map::BANS.name)?)?)
     }
 
     fn ban_nets(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], Ban>> {
-        Ok(LpmTrie::try_from(self.map_mut(map_names::BAN_NETS)?)?)
+        Ok(LpmTrie::try_from(self.map_mut(map::BAN_NETS.name)?)?)
     }
 
     fn allow(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], u32>> {
-        Ok(LpmTrie::try_from(self.map_mut(map_names::ALLOW)?)?)
+        Ok(LpmTrie::try_from(self.map_mut(map::ALLOW.name)?)?)
     }
 
     fn failures(&mut self) -> Result<HashMap<&mut MapData, [u8; 16], Failures>> {
-        Ok(HashMap::try_from(self.map_mut(map_names::FAILURES)?)?)
+        Ok(HashMap::try_from(self.map_mut(map::FAILURES.name)?)?)
     }
 
-    /// Per-CPU counters summed, indexed like `sip_filter_common::stat`.
+    /// Per-CPU counters summed, indexed by `Reason`.
     fn stats(&mut self) -> Result<Counters> {
         let map: PerCpuArray<&mut MapData, u64> =
-            PerCpuArray::try_from(self.map_mut(map_names::STATS)?)?;
-        let mut out = [0u64; stat::COUNT as usize];
+            PerCpuArray::try_from(self.map_mut(map::STATS.name)?)?;
+        let mut out = [0u64; Reason::COUNT];
         for (i, slot) in out.iter_mut().enumerate() {
             *slot = map.get(&(i as u32), 0)?.iter().sum();
         }
         Ok(out)
     }
 
+    /// Empties every CPU's trace slot, so the next program run's record is the only one.
+    fn clear_trace(&mut self) -> Result<()> {
+        let mut map: PerCpuArray<&mut MapData, Trace> =
+            PerCpuArray::try_from(self.map_mut(map::TRACE.name)?)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let zero = Trace {
+            recorded: 0,
+            ..Trace::new(0)
+        };
+        map.set(0, PerCpuValues::try_from(vec![zero; cpus])?, 0)?;
+        Ok(())
+    }
+
+    /// What the program run since [`Maps::clear_trace`] recorded (on whichever CPU it ran).
+    fn trace(&mut self) -> Result<Option<Trace>> {
+        let map: PerCpuArray<&mut MapData, Trace> =
+            PerCpuArray::try_from(self.map_mut(map::TRACE.name)?)?;
+        Ok(map.get(&0, 0)?.iter().find(|t| t.recorded != 0).copied())
+    }
+
+    /// Entries in a map whose entries come and go (`map::Kind::has_entries`).
+    fn count_entries(&mut self, spec: &Spec) -> Result<usize> {
+        let (data, _) = map_data(self.map_mut(spec.name)?)?;
+        Ok(raw::keys(data, spec.key_size)?.len())
+    }
+
+    /// Deletes every entry of a map whose entries come and go.
+    fn clear(&mut self, spec: &Spec) -> Result<()> {
+        let (data, _) = map_data(self.map_mut(spec.name)?)?;
+        for k in raw::keys(data, spec.key_size)? {
+            raw::delete(data, &k)?;
+        }
+        Ok(())
+    }
+
     fn geo_maps(&mut self) -> Result<GeoMaps<'_>> {
         let [v4, v6, nodes] =
-            self.maps3_mut([map_names::GEO_V4, map_names::GEO_V6, map_names::GEO_NODES])?;
+            self.maps3_mut([map::GEO_V4.name, map::GEO_V6.name, map::GEO_NODES.name])?;
         Ok(GeoMaps {
             v4: Array::try_from(v4)?,
             v6: Array::try_from(v6)?,
@@ -79,69 +128,166 @@ pub trait Maps {
     }
 }
 
-/// The maps of a filter attached by a (possibly stopped) daemon, opened from bpffs.
-pub struct Pinned {
-    maps: StdHashMap<&'static str, Map>,
+/// The map behind an aya handle and its kind, for the kinds the map table uses.
+pub(crate) fn map_data(m: &Map) -> Result<(&MapData, map::Kind)> {
+    use map::Kind;
+    Ok(match m {
+        Map::Array(d) => (d, Kind::Array),
+        Map::PerCpuArray(d) => (d, Kind::PerCpuArray),
+        Map::HashMap(d) => (d, Kind::Hash),
+        Map::LruHashMap(d) => (d, Kind::LruHash),
+        Map::LpmTrie(d) => (d, Kind::LpmTrie),
+        Map::RingBuf(d) => (d, Kind::RingBuf),
+        other => bail!("a map of a kind the map table does not use: {other:?}"),
+    })
 }
 
-/// Key and value sizes each pinned map must have; pins left by another layout are refused.
-fn expected_layout(name: &str) -> (u32, u32) {
-    use core::mem::size_of;
-    use sip_filter_common::*;
-    let lpm_key = 4 + 16;
-    let (k, v) = match name {
-        map_names::CONFIG => (4, size_of::<Config>()),
-        map_names::BANS => (16, size_of::<Ban>()),
-        map_names::BAN_NETS => (lpm_key, size_of::<Ban>()),
-        map_names::ALLOW => (lpm_key, 4),
-        map_names::FLOWS => (size_of::<FlowKey>(), size_of::<Flow>()),
-        map_names::FAILURES => (16, size_of::<Failures>()),
-        map_names::GEO_V4 => (4, size_of::<GeoBits>()),
-        map_names::GEO_V6 => (4, 4),
-        map_names::GEO_NODES => (size_of::<GeoKey>(), 4),
-        map_names::STATS => (4, 8),
-        map_names::EVENTS => (0, 0),
-        map_names::SCRATCH => (4, SCRATCH_LEN + SCRATCH_PAD),
-        map_names::CLOCK => (4, 8),
-        _ => (0, 0),
-    };
-    (k as u32, v as u32)
+/// A ban event from the ring buffer, if the record is one.
+pub fn decode_event(item: &[u8]) -> Option<BanEvent> {
+    // SAFETY: the kernel wrote a BanEvent (repr(C), every bit pattern valid); the length is
+    // checked first.
+    (item.len() >= size_of::<BanEvent>())
+        .then(|| unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<BanEvent>()) })
+}
+
+/// Every ban event waiting in the ring buffer, and how many records were not ban events.
+pub fn drain_events<T: std::borrow::BorrowMut<MapData>>(
+    ring: &mut RingBuf<T>,
+) -> (Vec<BanEvent>, usize) {
+    let mut events = Vec::new();
+    let mut bad = 0;
+    while let Some(item) = ring.next() {
+        match decode_event(&item) {
+            Some(e) => events.push(e),
+            None => bad += 1,
+        }
+    }
+    (events, bad)
+}
+
+/// Map operations on keys of a size known at run time (from the map table), which aya's
+/// typed handles cannot express: counting and clearing any map.
+mod raw {
+    use super::*;
+
+    const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+    const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+
+    /// `union bpf_attr` for element commands.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        next_key: u64,
+        flags: u64,
+    }
+
+    fn bpf(cmd: libc::c_long, attr: &ElemAttr) -> std::io::Result<()> {
+        // SAFETY: `attr` is a valid bpf_attr prefix for element commands, its pointers point at
+        // buffers of the map's key size that outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                attr as *const ElemAttr,
+                size_of::<ElemAttr>(),
+            )
+        };
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn keys(m: &MapData, key_size: u32) -> Result<Vec<Vec<u8>>> {
+        let fd = m.fd().as_fd().as_raw_fd() as u32;
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let mut next = vec![0u8; key_size as usize];
+            let attr = ElemAttr {
+                map_fd: fd,
+                _pad: 0,
+                key: out.last().map_or(0, |k| k.as_ptr() as u64),
+                next_key: next.as_mut_ptr() as u64,
+                flags: 0,
+            };
+            match bpf(BPF_MAP_GET_NEXT_KEY, &attr) {
+                Ok(()) => out.push(next),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+                Err(e) => return Err(e).context("bpf_map_get_next_key"),
+            }
+        }
+    }
+
+    pub fn delete(m: &MapData, key: &[u8]) -> Result<()> {
+        let attr = ElemAttr {
+            map_fd: m.fd().as_fd().as_raw_fd() as u32,
+            _pad: 0,
+            key: key.as_ptr() as u64,
+            next_key: 0,
+            flags: 0,
+        };
+        match bpf(BPF_MAP_DELETE_ELEM, &attr) {
+            // Gone already (an LRU eviction, the kernel): what we wanted.
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                Err(e).context("bpf_map_delete_elem")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks that a map of a loaded object (or a pin) has the layout of its map table row.
+pub fn check_spec(spec: &Spec, info: &aya::maps::MapInfo, what: &str) -> Result<()> {
+    if (info.key_size(), info.value_size()) != (spec.key_size, spec.value_size) {
+        bail!(
+            "{what} has key/value size {}/{}, this version uses {}/{}",
+            info.key_size(),
+            info.value_size(),
+            spec.key_size,
+            spec.value_size
+        );
+    }
+    Ok(())
 }
 
 /// Refuses pins whose layout differs from this build's (left by another sip-filter version).
 pub fn check_layout(dir: &Path) -> Result<()> {
-    for name in map_names::ALL {
-        let path = dir.join(name);
+    for spec in map::ALL {
+        let path = dir.join(spec.name);
         if !path.exists() {
             continue;
         }
         let info = aya::maps::MapInfo::from_pin(&path)
             .with_context(|| format!("reading pinned map {}", path.display()))?;
-        let (k, v) = expected_layout(name);
-        if (k, v) != (0, 0) && (info.key_size(), info.value_size()) != (k, v) {
-            bail!(
-                "{} was pinned by an incompatible sip-filter version (key/value size {}/{}, this \
-                 version uses {k}/{v}); run `sip-filter detach --iface IFACE` with the old binary \
-                 or remove {} (this forgets its bans)",
+        check_spec(spec, &info, &path.display().to_string()).with_context(|| {
+            format!(
+                "{} was pinned by an incompatible sip-filter version; run `sip-filter detach \
+                 --iface IFACE` with the old binary or remove {} (this forgets its bans)",
                 path.display(),
-                info.key_size(),
-                info.value_size(),
                 dir.display()
-            );
-        }
+            )
+        })?;
     }
     Ok(())
+}
+
+/// The maps of a filter attached by a (possibly stopped) daemon, opened from bpffs.
+pub struct Pinned {
+    maps: StdHashMap<&'static str, Map>,
 }
 
 impl Pinned {
     pub fn open(dir: &Path) -> Result<Self> {
         check_layout(dir)?;
         let mut maps = StdHashMap::new();
-        for name in map_names::ALL {
-            let path = dir.join(name);
+        for spec in map::ALL {
+            let path = dir.join(spec.name);
             let data = MapData::from_pin(&path)
                 .with_context(|| format!("opening pinned map {}", path.display()))?;
-            maps.insert(name, Map::from_map_data(data)?);
+            maps.insert(spec.name, Map::from_map_data(data)?);
         }
         Ok(Self { maps })
     }

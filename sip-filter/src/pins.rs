@@ -1,5 +1,5 @@
 //! Where a running filter lives: bpffs pins under `/sys/fs/bpf/sip-filter/<iface>/` (maps and
-//! links, which keep the filter enforcing without a daemon) and the daemon's pid file.
+//! links, which keep the filter enforcing without a daemon).
 use std::{
     ffi::CString,
     fs,
@@ -12,7 +12,6 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub const XDP_LINK: &str = "xdp_link";
 pub const TC_LINK: &str = "tc_link";
-const RUN_DIR: &str = "/run/sip-filter";
 
 pub fn root() -> PathBuf {
     Path::new(BPFFS).join("sip-filter")
@@ -20,23 +19,6 @@ pub fn root() -> PathBuf {
 
 pub fn dir(iface: &str) -> PathBuf {
     root().join(iface)
-}
-
-pub fn pid_file(iface: &str) -> PathBuf {
-    Path::new(RUN_DIR).join(format!("{iface}.pid"))
-}
-
-pub fn mode_file(iface: &str) -> PathBuf {
-    Path::new(RUN_DIR).join(format!("{iface}.mode"))
-}
-
-/// Fails with a clear message unless we run as root.
-pub fn require_root(what: &str) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("{what} needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo");
-    }
-    Ok(())
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -73,7 +55,7 @@ pub fn filtered_interfaces() -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(root())
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().join(sip_filter_common::map_names::CONFIG).exists())
+                .filter(|e| e.path().join(sip_filter_common::map::CONFIG.name).exists())
                 .filter_map(|e| e.file_name().into_string().ok())
                 .collect()
         })
@@ -115,57 +97,4 @@ fn list_or_none(v: &[String]) -> String {
     } else {
         v.join(", ")
     }
-}
-
-/// Interfaces of the current network namespace (for "unknown interface" errors).
-pub fn interfaces() -> Vec<String> {
-    let mut out = Vec::new();
-    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
-    unsafe {
-        let list = libc::if_nameindex();
-        if list.is_null() {
-            return out;
-        }
-        let mut p = list;
-        while (*p).if_index != 0 {
-            out.push(
-                std::ffi::CStr::from_ptr((*p).if_name)
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-            p = p.add(1);
-        }
-        libc::if_freenameindex(list);
-    }
-    out
-}
-
-pub fn require_interface(iface: &str) -> Result<u32> {
-    let c = CString::new(iface).context("interface name")?;
-    // SAFETY: valid C string.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        bail!(
-            "unknown interface {iface}; interfaces here: {}",
-            interfaces().join(", ")
-        );
-    }
-    Ok(idx)
-}
-
-/// The pid of the daemon for `iface`, if it is running.
-pub fn daemon_pid(iface: &str) -> Option<i32> {
-    let pid: i32 = fs::read_to_string(pid_file(iface))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "sip-filter").then_some(pid)
-}
-
-pub fn write_pid(iface: &str) -> Result<()> {
-    fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
-    fs::write(pid_file(iface), format!("{}\n", std::process::id()))?;
-    Ok(())
 }

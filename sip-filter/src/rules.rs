@@ -10,16 +10,12 @@ use ipnet::IpNet;
 
 use crate::{
     addr::{lpm_to_net, net_to_lpm},
+    allow::FROM_CONFIG,
     config::Settings,
     geo::GeoTable,
     geo_source,
     maps::Maps,
 };
-
-/// `ALLOW` values: where an entry came from. Config entries follow the file on reload;
-/// entries added with `allow add` stay until `allow del`.
-pub const ALLOW_FROM_CONFIG: u32 = 1;
-pub const ALLOW_FROM_CLI: u32 = 2;
 
 /// Writes `settings` into the dataplane's maps. `old_geo` is what the geo maps hold now; the
 /// new geo table is returned so the next reload can apply the difference. Everything that can
@@ -30,7 +26,9 @@ pub fn apply(dp: &mut impl Maps, settings: &Settings, old_geo: &GeoTable) -> Res
 
     let current = dp.config()?;
     let mut cfg = settings.dataplane_config();
+    // Not from the file: CIDR bans come from the CLI, tracing from replay and the tests.
     cfg.ban_nets_active = current.ban_nets_active;
+    cfg.trace = current.trace;
 
     // Allowlist: add the new config entries first, then drop config entries no longer listed.
     let wanted: BTreeSet<IpNet> = settings.allow.iter().map(|n| n.trunc()).collect();
@@ -44,11 +42,11 @@ pub fn apply(dp: &mut impl Maps, settings: &Settings, old_geo: &GeoTable) -> Res
         let (len, key) = net_to_lpm(*net);
         let k = Key::new(len, key);
         if allow.get(&k, 0).is_err() {
-            allow.insert(&k, ALLOW_FROM_CONFIG, 0)?;
+            allow.insert(&k, FROM_CONFIG, 0)?;
         }
     }
     for (len, key, from) in &existing {
-        if *from == ALLOW_FROM_CONFIG && !wanted.contains(&lpm_to_net(*len, *key)) {
+        if *from == FROM_CONFIG && !wanted.contains(&lpm_to_net(*len, *key)) {
             let _ = allow.remove(&Key::new(*len, *key));
         }
     }

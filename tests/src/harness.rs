@@ -7,8 +7,13 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use ipnet::IpNet;
-use sip_filter::{addr, clock, dataplane::Dataplane, geo::GeoTable, maps::Maps as _};
-use sip_filter_common::{Ban, BanEvent, Config, Failures, Flow, FlowKey, map_names, stat};
+use sip_filter::{
+    addr, clock,
+    dataplane::Dataplane,
+    geo::GeoTable,
+    maps::{self, Counters, Maps as _},
+};
+use sip_filter_common::{Ban, BanEvent, Config, Failures, Flow, FlowKey, Trace, map};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -28,26 +33,32 @@ impl Harness {
 
     /// Loads with some maps resized (to fill them in a test).
     pub fn with_sizes(sizes: &[(&str, u32)]) -> Result<Self> {
-        let dp = Dataplane::load_with(None, sizes).context(
+        let mut dp = Dataplane::load_with(None, sizes).context(
             "loading the dataplane needs root (CAP_BPF, CAP_NET_ADMIN) and a BPF-capable kernel",
         )?;
+        dp.update_config(|c| c.trace = 1)?;
         Ok(Self {
             dp,
             geo: GeoTable::default(),
         })
     }
 
-    /// Back to a freshly loaded state: default config, empty tables (counters keep counting;
-    /// compare deltas).
+    /// Back to a freshly loaded state: default config (tracing on), empty tables (counters keep
+    /// counting; compare deltas). Every map of the map table whose entries come and go is
+    /// emptied, but the geo tables, which change as a difference from what they hold.
     pub fn reset(&mut self) {
-        self.dp.set_config(&Config::default()).unwrap();
+        self.dp
+            .set_config(&Config {
+                trace: 1,
+                ..Config::default()
+            })
+            .unwrap();
         self.geo_block(&[]).unwrap();
-        let ebpf = &mut self.dp.ebpf;
-        clear::<FlowKey, Flow>(ebpf, map_names::FLOWS);
-        clear::<[u8; 16], Failures>(ebpf, map_names::FAILURES);
-        clear::<[u8; 16], Ban>(ebpf, map_names::BANS);
-        clear_lpm::<Ban>(ebpf, map_names::BAN_NETS);
-        clear_lpm::<u32>(ebpf, map_names::ALLOW);
+        for spec in map::ALL {
+            if spec.kind.has_entries() && spec.role != map::Role::Geo {
+                self.dp.clear(spec).unwrap();
+            }
+        }
         let _ = self.events();
     }
 
@@ -68,6 +79,13 @@ impl Harness {
             })
             .expect("XDP test_run")
             .return_value
+    }
+
+    /// Runs one frame through XDP, returning the XDP action and what the program recorded.
+    pub fn xdp_traced(&mut self, frame: &[u8]) -> (u32, Option<Trace>) {
+        self.dp.clear_trace().expect("clear TRACE");
+        let action = self.xdp(frame);
+        (action, self.dp.trace().expect("read TRACE"))
     }
 
     /// Runs one frame through TC egress, returning the TC action.
@@ -92,27 +110,23 @@ impl Harness {
         Ok((r.return_value, r.duration.as_nanos() as f64))
     }
 
-    pub fn stats(&mut self) -> [u64; stat::COUNT as usize] {
+    pub fn stats(&mut self) -> Counters {
         self.dp.stats().expect("read STATS")
     }
 
     pub fn flow(&mut self, ip: &str, port: u16) -> Option<Flow> {
         let m: HashMap<&mut MapData, FlowKey, Flow> =
-            HashMap::try_from(self.dp.ebpf.map_mut(map_names::FLOWS).expect("FLOWS")).unwrap();
-        let k = FlowKey {
-            addr: addr::to_key(ip.parse().unwrap()),
-            port,
-            _pad: [0; 2],
-        };
+            HashMap::try_from(self.dp.map_mut(map::FLOWS.name).expect("FLOWS")).unwrap();
+        let k = FlowKey::new(addr::to_key(ip.parse().unwrap()), port);
         m.get(&k, 0).ok()
     }
 
     pub fn failures(&mut self, ip: &str) -> Option<Failures> {
         let v6_prefix = self.v6_prefix();
-        let m: HashMap<&mut MapData, [u8; 16], Failures> =
-            HashMap::try_from(self.dp.ebpf.map_mut(map_names::FAILURES).expect("FAILURES"))
-                .unwrap();
-        m.get(&addr::ban_key(ip.parse().unwrap(), v6_prefix), 0)
+        self.dp
+            .failures()
+            .unwrap()
+            .get(&addr::ban_key(ip.parse().unwrap(), v6_prefix), 0)
             .ok()
     }
 
@@ -160,15 +174,13 @@ impl Harness {
         let (len, k) = addr::net_to_lpm(net.parse()?);
         let b = Ban::manual(clock::boot_ns(), 0, [0; 32]);
         self.dp.ban_nets()?.insert(&Key::new(len, k), b, 0)?;
-        self.configure(|c| c.ban_nets_active = 1);
-        Ok(())
+        self.dp.update_config(|c| c.ban_nets_active = 1)
     }
 
     pub fn allow(&mut self, net: &str) -> Result<()> {
         let (len, k) = addr::net_to_lpm(net.parse()?);
         self.dp.allow()?.insert(&Key::new(len, k), 1, 0)?;
-        self.configure(|c| c.allow_active = 1);
-        Ok(())
+        self.dp.update_config(|c| c.allow_active = 1)
     }
 
     /// Replaces the geo-blocked prefixes.
@@ -184,33 +196,11 @@ impl Harness {
 
     /// Drains the ban events the kernel emitted so far.
     pub fn events(&mut self) -> Result<Vec<BanEvent>> {
-        let mut rb = RingBuf::try_from(self.dp.ebpf.map_mut(map_names::EVENTS).context("EVENTS")?)?;
-        let mut out = Vec::new();
-        while let Some(item) = rb.next() {
-            if item.len() < size_of::<BanEvent>() {
-                bail!("short ban event: {} bytes", item.len());
-            }
-            // SAFETY: the kernel wrote a BanEvent (repr(C), any bit pattern valid).
-            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const BanEvent) });
+        let mut rb = RingBuf::try_from(self.dp.map_mut(map::EVENTS.name)?)?;
+        let (events, short) = maps::drain_events(&mut rb);
+        if short > 0 {
+            bail!("{short} short ban events");
         }
-        Ok(out)
-    }
-}
-
-fn clear<K: aya::Pod, V: aya::Pod>(ebpf: &mut aya::Ebpf, name: &str) {
-    let mut m: HashMap<&mut MapData, K, V> =
-        HashMap::try_from(ebpf.map_mut(name).unwrap()).unwrap();
-    let keys: Vec<K> = m.keys().filter_map(Result::ok).collect();
-    for k in keys {
-        let _ = m.remove(&k);
-    }
-}
-
-fn clear_lpm<V: aya::Pod>(ebpf: &mut aya::Ebpf, name: &str) {
-    let mut m: aya::maps::LpmTrie<&mut MapData, [u8; 16], V> =
-        aya::maps::LpmTrie::try_from(ebpf.map_mut(name).unwrap()).unwrap();
-    let keys: Vec<Key<[u8; 16]>> = m.keys().filter_map(Result::ok).collect();
-    for k in keys {
-        let _ = m.remove(&k);
+        Ok(events)
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use sip_filter_common::map_names;
+use sip_filter_common::map;
 use tests::bench::{self, Options};
 
 /// Every figure of every part (row ids are the same in quick and full runs).
@@ -60,7 +60,7 @@ fn expected_rows() -> Vec<String> {
         }
     }
     // One memory row per map the dataplane has, whatever maps it grows.
-    ids.extend(map_names::ALL.iter().map(|m| format!("p5.mem.{m}")));
+    ids.extend(map::ALL.iter().map(|m| format!("p5.mem.{}", m.name)));
     ids
 }
 

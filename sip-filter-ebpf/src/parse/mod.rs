@@ -14,6 +14,37 @@ pub const IPPROTO_UDP: u8 = 17;
 /// How many IPv6 extension headers we walk before giving up on finding the transport header.
 const MAX_V6_EXT: usize = 6;
 
+/// Header field offsets, in bytes from the start of their header.
+mod off {
+    /// Ethernet: the ethertype after two MACs; a VLAN tag: the inner ethertype.
+    pub const ETH_TYPE: usize = 12;
+    pub const VLAN_TYPE: usize = 2;
+    /// IPv4: flags and fragment offset, protocol, addresses.
+    pub const V4_FRAG: usize = 6;
+    pub const V4_PROTO: usize = 9;
+    pub const V4_SRC: usize = 12;
+    pub const V4_DST: usize = 16;
+    /// IPv6: next header, addresses.
+    pub const V6_NEXT: usize = 6;
+    pub const V6_SRC: usize = 8;
+    pub const V6_DST: usize = 24;
+    /// IPv6 extension header: next header, length; fragment header: offset and M flag.
+    pub const EXT_NEXT: usize = 0;
+    pub const EXT_LEN: usize = 1;
+    pub const EXT_FRAG: usize = 2;
+    /// UDP and TCP: ports; UDP: length.
+    pub const L4_SPORT: usize = 0;
+    pub const L4_DPORT: usize = 2;
+    pub const UDP_LEN: usize = 4;
+}
+
+/// IPv6 extension headers walked to reach the transport header.
+const V6_HOP_BY_HOP: u8 = 0;
+const V6_ROUTING: u8 = 43;
+const V6_FRAGMENT: u8 = 44;
+const V6_AUTH: u8 = 51;
+const V6_DEST_OPTS: u8 = 60;
+
 /// A bounds-checked read position in the packet, like xdp-tools' `hdr_cursor`.
 pub struct Cursor {
     pub pos: usize,
@@ -95,14 +126,14 @@ fn copy16(p: *const u8) -> [u8; 16] {
 pub fn packet(data: usize, data_end: usize) -> Result<Packet, Skip> {
     let mut c = Cursor::new(data, data_end);
     let eth = c.take::<[u8; 14]>().ok_or(Skip::Malformed)? as *const u8;
-    let mut proto = be16(unsafe { eth.add(12) });
+    let mut proto = be16(unsafe { eth.add(off::ETH_TYPE) });
     // 802.1ad outer tag and 802.1Q inner tag; a third tag is not SIP we can judge.
     for _ in 0..2 {
         if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
             break;
         }
         let tag = c.take::<[u8; 4]>().ok_or(Skip::Malformed)? as *const u8;
-        proto = be16(unsafe { tag.add(2) });
+        proto = be16(unsafe { tag.add(off::VLAN_TYPE) });
     }
     match proto {
         ETH_P_IP => ipv4(&mut c),
@@ -125,14 +156,14 @@ fn ipv4(c: &mut Cursor) -> Result<Packet, Skip> {
         return Err(Skip::Malformed);
     }
     c.pos += opts;
-    let frag = be16(unsafe { ip.add(6) });
+    let frag = be16(unsafe { ip.add(off::V4_FRAG) });
     let offset = frag & 0x1fff;
     let more = frag & 0x2000 != 0;
     let mut p = Packet {
-        src: v4_mapped(unsafe { ip.add(12) }),
-        dst: v4_mapped(unsafe { ip.add(16) }),
+        src: v4_mapped(unsafe { ip.add(off::V4_SRC) }),
+        dst: v4_mapped(unsafe { ip.add(off::V4_DST) }),
         is_v6: false,
-        proto: unsafe { *ip.add(9) },
+        proto: unsafe { *ip.add(off::V4_PROTO) },
         has_ports: false,
         first_fragment: more && offset == 0,
         sport: 0,
@@ -154,8 +185,8 @@ fn ipv6(c: &mut Cursor) -> Result<Packet, Skip> {
         return Err(Skip::Malformed);
     }
     let mut p = Packet {
-        src: copy16(unsafe { ip.add(8) }),
-        dst: copy16(unsafe { ip.add(24) }),
+        src: copy16(unsafe { ip.add(off::V6_SRC) }),
+        dst: copy16(unsafe { ip.add(off::V6_DST) }),
         is_v6: true,
         proto: 0,
         has_ports: false,
@@ -165,33 +196,35 @@ fn ipv6(c: &mut Cursor) -> Result<Packet, Skip> {
         payload: 0,
         udp_payload_len: 0,
     };
-    let mut next = unsafe { *ip.add(6) };
+    let mut next = unsafe { *ip.add(off::V6_NEXT) };
+    // The arms stay apart: merging them (a unit chosen by header type) made the verifier's
+    // walk of the unrolled loop hit its 1M-instruction limit (docs/verifier.md, pitfall 10).
     for _ in 0..MAX_V6_EXT {
         match next {
             // Hop-by-hop, routing, destination options: length in 8-octet units, excluding the first.
-            0 | 43 | 60 => {
+            V6_HOP_BY_HOP | V6_ROUTING | V6_DEST_OPTS => {
                 let h = c.take::<[u8; 8]>().ok_or(Skip::Malformed)? as *const u8;
-                next = unsafe { *h };
-                let rest = unsafe { *h.add(1) } as usize * 8;
+                next = unsafe { *h.add(off::EXT_NEXT) };
+                let rest = unsafe { *h.add(off::EXT_LEN) } as usize * 8;
                 if c.pos + rest > c.end {
                     return Err(Skip::Malformed);
                 }
                 c.pos += rest;
             }
             // Authentication header: length in 4-octet units, minus 2.
-            51 => {
+            V6_AUTH => {
                 let h = c.take::<[u8; 8]>().ok_or(Skip::Malformed)? as *const u8;
-                next = unsafe { *h };
-                let rest = unsafe { *h.add(1) } as usize * 4;
+                next = unsafe { *h.add(off::EXT_NEXT) };
+                let rest = unsafe { *h.add(off::EXT_LEN) } as usize * 4;
                 if c.pos + rest > c.end {
                     return Err(Skip::Malformed);
                 }
                 c.pos += rest;
             }
-            44 => {
+            V6_FRAGMENT => {
                 let h = c.take::<[u8; 8]>().ok_or(Skip::Malformed)? as *const u8;
-                next = unsafe { *h };
-                let fo = be16(unsafe { h.add(2) });
+                next = unsafe { *h.add(off::EXT_NEXT) };
+                let fo = be16(unsafe { h.add(off::EXT_FRAG) });
                 if fo >> 3 != 0 {
                     // Non-first fragment: address-level verdicts only.
                     p.proto = next;
@@ -212,9 +245,9 @@ fn transport(c: &mut Cursor, p: &mut Packet) -> Result<(), Skip> {
     match p.proto {
         IPPROTO_UDP => {
             let u = c.take::<[u8; 8]>().ok_or(Skip::Malformed)? as *const u8;
-            p.sport = be16(u);
-            p.dport = be16(unsafe { u.add(2) });
-            let len = be16(unsafe { u.add(4) });
+            p.sport = be16(unsafe { u.add(off::L4_SPORT) });
+            p.dport = be16(unsafe { u.add(off::L4_DPORT) });
+            let len = be16(unsafe { u.add(off::UDP_LEN) });
             if len < 8 {
                 return Err(Skip::Malformed);
             }
@@ -225,8 +258,8 @@ fn transport(c: &mut Cursor, p: &mut Packet) -> Result<(), Skip> {
         IPPROTO_TCP => {
             // Only the ports matter: a ban with scope "sip" covers SIP over TCP and TLS.
             let t = c.take::<[u8; 4]>().ok_or(Skip::Malformed)? as *const u8;
-            p.sport = be16(t);
-            p.dport = be16(unsafe { t.add(2) });
+            p.sport = be16(unsafe { t.add(off::L4_SPORT) });
+            p.dport = be16(unsafe { t.add(off::L4_DPORT) });
             p.has_ports = true;
         }
         _ => {}

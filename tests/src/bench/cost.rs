@@ -56,7 +56,7 @@ struct Sample {
 
 fn prog(h: &Harness, p: Prog) -> Result<&Xdp> {
     let name = if p == Prog::Pass { PASS_PROG } else { XDP_PROG };
-    Ok(h.dp.ebpf.program(name).context(name)?.try_into()?)
+    h.dp.xdp_program(name)
 }
 
 fn measure(hs: &[Harness], v: &mut Variant, repeat: u32) -> Result<Sample> {
@@ -181,15 +181,7 @@ pub fn run(p: &Profile) -> Result<Part> {
     let mut hs: Vec<Harness> = Vec::new();
     // Dataplane 0: default maps, no geo; bans for the banned probes.
     let mut h0 = Harness::new()?;
-    {
-        let pass: &mut Xdp = h0
-            .dp
-            .ebpf
-            .program_mut(PASS_PROG)
-            .context("sip_pass missing from the object")?
-            .try_into()?;
-        pass.load()?;
-    }
+    h0.dp.xdp_program_mut(PASS_PROG)?.load()?;
     ban_all(&mut h0, &[ip(BANNED_V4), ip(BANNED_V6)])?;
     hs.push(h0);
 
@@ -318,15 +310,7 @@ pub fn run(p: &Profile) -> Result<Part> {
     let passing = passing_sources(n, 0x5eed_0004);
     let registering = passing_sources(n, 0x5eed_0005);
     let mut hc = Harness::new()?;
-    {
-        let pass: &mut Xdp = hc
-            .dp
-            .ebpf
-            .program_mut(PASS_PROG)
-            .context("sip_pass")?
-            .try_into()?;
-        pass.load()?;
-    }
+    hc.dp.xdp_program_mut(PASS_PROG)?.load()?;
     load_geo(&mut hc, &big_table)?;
     ban_all(&mut hc, &banned)?;
     hs.push(hc);

@@ -15,9 +15,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use aya::programs::{Xdp, XdpMode, links::FdLink};
+use aya::programs::{XdpMode, links::FdLink};
 use sip_filter::{addr, clock, dataplane::Dataplane, maps::Maps as _};
-use sip_filter_common::{Ban, XDP_PROG, stat};
+use sip_filter_common::{Ban, Reason};
 
 use crate::{
     bench::{
@@ -136,11 +136,7 @@ impl Receiver {
                 let ban = Ban::manual(clock::boot_ns(), 0, [0; 32]);
                 dp.bans()?.insert(key, ban, 0)?;
                 let link_fd = in_netns(&pbx.path(), || {
-                    let prog: &mut Xdp = dp
-                        .ebpf
-                        .program_mut(XDP_PROG)
-                        .context("XDP program")?
-                        .try_into()?;
+                    let prog = dp.xdp_mut()?;
                     let id = prog
                         .attach(ifn, XdpMode::Driver)
                         .context("attaching sip_xdp in native mode to the veth")?;
@@ -200,7 +196,7 @@ impl Receiver {
         match self.kind {
             Kind::Xdp => {
                 let dp = &mut self.xdp.as_mut().context("attached")?.dp;
-                Ok(dp.stats()?[stat::DROPPED_BANNED as usize])
+                Ok(dp.stats()?[Reason::DroppedBanned as usize])
             }
             Kind::XdpFloor => {
                 let ifn = self.link.pbx_if.clone();

@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{HashMap, Map, MapData};
-use sip_filter::{addr, clock, geo::GeoTable};
-use sip_filter_common::{Failures, Flow, FlowKey, map_names};
+use sip_filter::{addr, clock, geo::GeoTable, maps::Maps as _};
+use sip_filter_common::{Failures, Flow, FlowKey, map};
 
 use crate::{
     bench::{
@@ -49,8 +49,9 @@ struct MapMem {
 
 fn map_memory(h: &Harness) -> Result<Vec<MapMem>> {
     let mut out = Vec::new();
-    for name in map_names::ALL {
-        let m = h.dp.ebpf.map(name).with_context(|| format!("{name} map"))?;
+    for spec in map::ALL {
+        let name = spec.name;
+        let m = h.dp.map(name)?;
         let id = map_id(m)?;
         let o = std::process::Command::new("bpftool")
             .args(["-j", "map", "show", "id", &id.to_string()])
@@ -82,24 +83,19 @@ fn fill_tracking(h: &mut Harness, n: usize) -> Result<()> {
     let src = |i: usize| IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + i as u32));
     {
         let mut flows: HashMap<&mut MapData, FlowKey, Flow> =
-            HashMap::try_from(h.dp.ebpf.map_mut(map_names::FLOWS).context("FLOWS")?)?;
+            HashMap::try_from(h.dp.map_mut(map::FLOWS.name)?)?;
         // One pending REGISTER per socket, as after a phone's first request.
         let f = Flow {
             pending: 1,
-            reg_inv: 1,
+            register_invite: 1,
             ..Default::default()
         };
         for i in 0..n {
-            let k = FlowKey {
-                addr: addr::to_key(src(i)),
-                port: 5060 + (i % 7) as u16,
-                _pad: [0; 2],
-            };
+            let k = FlowKey::new(addr::to_key(src(i)), 5060 + (i % 7) as u16);
             flows.insert(k, f, 0).context("filling FLOWS")?;
         }
     }
-    let mut failures: HashMap<&mut MapData, [u8; 16], Failures> =
-        HashMap::try_from(h.dp.ebpf.map_mut(map_names::FAILURES).context("FAILURES")?)?;
+    let mut failures = h.dp.failures()?;
     let f = Failures {
         auth_first_ns: now,
         auth: 2,
@@ -111,13 +107,6 @@ fn fill_tracking(h: &mut Harness, n: usize) -> Result<()> {
             .context("filling FAILURES")?;
     }
     Ok(())
-}
-
-/// Entries a hash map holds (walks its keys).
-fn count<K: aya::Pod, V: aya::Pod>(h: &mut Harness, name: &str) -> Result<usize> {
-    let m: HashMap<&mut MapData, K, V> =
-        HashMap::try_from(h.dp.ebpf.map_mut(name).context("map")?)?;
-    Ok(m.keys().filter(Result::is_ok).count())
 }
 
 const METHOD: &str = "\
@@ -134,7 +123,7 @@ CPU time over the repeats), on the empty and on the full dataplane, interleaved.
 pub fn run(p: &Profile) -> Result<Part> {
     let tracked = p.tracked;
     let cap = (tracked as u32).next_power_of_two();
-    let sizes = [(map_names::FLOWS, cap), (map_names::FAILURES, cap)];
+    let sizes = [(map::FLOWS.name, cap), (map::FAILURES.name, cap)];
     let mut empty = Harness::with_sizes(&sizes)?;
     let mut full = Harness::with_sizes(&sizes)?;
     let geo_n = p.geo_sizes[3];
@@ -151,9 +140,9 @@ pub fn run(p: &Profile) -> Result<Part> {
     ban_all(&mut full, &bans)?;
     load_geo(&mut full, &table)?;
 
-    let flows = count::<FlowKey, Flow>(&mut full, map_names::FLOWS)?;
-    let failures = count::<[u8; 16], Failures>(&mut full, map_names::FAILURES)?;
-    let nbans = count::<[u8; 16], sip_filter_common::Ban>(&mut full, map_names::BANS)?;
+    let flows = full.dp.count_entries(&map::FLOWS)?;
+    let failures = full.dp.count_entries(&map::FAILURES)?;
+    let nbans = full.dp.count_entries(&map::BANS)?;
     if flows < tracked || failures < tracked {
         bail!(
             "the LRU maps evicted entries while filling: FLOWS {flows}, FAILURES {failures} of \
@@ -162,13 +151,19 @@ pub fn run(p: &Profile) -> Result<Part> {
     }
     let geo_nodes = table.nodes.len();
     let entries = |name: &str| -> String {
-        match name {
-            map_names::FLOWS => flows.to_string(),
-            map_names::FAILURES => failures.to_string(),
-            map_names::BANS => nbans.to_string(),
-            map_names::GEO_NODES => geo_nodes.to_string(),
-            map_names::GEO_V4 | map_names::GEO_V6 => "(array)".into(),
-            _ => "-".into(),
+        let is = |spec: map::Spec| name == spec.name;
+        if is(map::FLOWS) {
+            flows.to_string()
+        } else if is(map::FAILURES) {
+            failures.to_string()
+        } else if is(map::BANS) {
+            nbans.to_string()
+        } else if is(map::GEO_NODES) {
+            geo_nodes.to_string()
+        } else if is(map::GEO_V4) || is(map::GEO_V6) {
+            "(array)".into()
+        } else {
+            "-".into()
         }
     };
 

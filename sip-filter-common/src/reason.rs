@@ -1,0 +1,160 @@
+//! The reason table: every counter the programs keep, and every reason a verdict can give.
+//!
+//! One variant per counter. `STATS` is indexed by it, `stats` and `replay` name and explain
+//! it from here, and a program's [`crate::Trace`] names its verdict with it. Adding a counter
+//! is one row below plus the `count(Reason::X)` that increments it.
+
+/// Declares [`Reason`] with its name and explanation, in `STATS` order.
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal, $explain:literal;)*) => {
+        /// A counter in `STATS`, and the reason a program gives for what it did.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Reason {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Reason {
+            /// Every reason, in `STATS` order (`ALL[r as usize] == r`).
+            pub const ALL: &[Reason] = &[$(Reason::$variant,)*];
+
+            /// The counter's name, as `stats` prints it (snake case, stable across versions).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $name,)*
+                }
+            }
+
+            /// One line on what the counter counts.
+            pub const fn explain(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $explain,)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    // --- XDP ingress: every packet, then exactly one verdict ---------------------------------
+    Seen = "seen", "packets the XDP program saw";
+    /// Verdict: passed (every pass except allowlisted ones).
+    Passed = "passed", "packets passed (not allowlisted, not dropped)";
+    /// Verdict: passed because the source is allowlisted (a ban or geo block did not apply).
+    Allowlisted = "allowlisted", "packets passed because the source is allowlisted";
+    /// Verdict: dropped, the source is banned.
+    DroppedBanned = "dropped_banned", "packets dropped because the source is banned";
+    /// Verdict: dropped, the source is in a geo-blocked network.
+    DroppedGeo = "dropped_geo", "packets dropped because the source is geo-blocked";
+    /// Verdict: passed, a header is cut short or invalid.
+    Malformed = "malformed", "packets passed uninspected because a header is cut short or invalid";
+
+    // --- XDP ingress: what a passed packet was -----------------------------------------------
+    NotIp = "not_ip", "frames that are neither IPv4 nor IPv6";
+    NonFirstFragment = "non_first_fragment", "non-first IP fragments (judged by address only)";
+    NonSipOnSipPort = "non_sip_on_sip_port", "UDP payloads on a SIP port that are not SIP (keep-alives, STUN)";
+    ResponseIn = "resp_in", "SIP responses sent to the PBX (answers to its own requests, not tracked)";
+    ReqRegister = "req_register", "REGISTER requests inspected";
+    ReqInvite = "req_invite", "INVITE requests inspected";
+    ReqOptions = "req_options", "OPTIONS requests inspected";
+    ReqSubscribe = "req_subscribe", "SUBSCRIBE requests inspected";
+    ReqMessage = "req_message", "MESSAGE requests inspected";
+    ReqOther = "req_other", "requests of other methods inspected";
+    ReqWithCreds = "req_with_credentials", "requests carrying Authorization or Proxy-Authorization";
+    ReqCredsUnknown = "req_credentials_unknown", "requests whose header section did not end in the scanned bytes (counted as credentialed)";
+
+    // --- TC egress: the PBX's answers and what they caused -----------------------------------
+    EgressSeen = "egress_seen", "packets the TC egress program saw";
+    Resp1xx = "resp_1xx", "provisional answers from the PBX";
+    Resp2xx = "resp_2xx", "success answers from the PBX";
+    Resp3xx = "resp_3xx", "redirect answers from the PBX";
+    Resp4xx = "resp_4xx", "client-error answers from the PBX";
+    Resp5xx = "resp_5xx", "server-error answers from the PBX";
+    Resp6xx = "resp_6xx", "global-failure answers from the PBX";
+    AuthFailures = "auth_failures", "authentication failures counted (403, or 401/407 to a credentialed request)";
+    NotFound = "not_found", "404s to REGISTER/INVITE counted (extension scans)";
+    AuthResets = "auth_resets", "failure counts reset by a 2xx to a credentialed request";
+    BansIssued = "bans_issued", "bans the kernel issued at a threshold";
+    BanMapFull = "ban_map_full", "bans not issued because the ban map is full";
+    EventsLost = "events_lost", "ban events lost because the ring buffer was full";
+}
+
+/// Slots in `STATS`: room for counters added later without resizing a pinned map.
+pub const STATS_SLOTS: u32 = 64;
+
+const _: () = {
+    assert!(Reason::ALL.len() <= STATS_SLOTS as usize);
+    // Variants are numbered by position: indexing ALL by a variant gives that variant.
+    let mut i = 0;
+    while i < Reason::ALL.len() {
+        assert!(Reason::ALL[i] as usize == i);
+        i += 1;
+    }
+    // The ranges `request` and `response_class` index into.
+    assert!(Reason::ReqOther as u32 - Reason::ReqRegister as u32 == 5);
+    let mut m = crate::method::REGISTER;
+    while m <= crate::method::OTHER {
+        assert!(Reason::request(m) as u32 == Reason::request_index(m));
+        m += 1;
+    }
+    assert!(Reason::Resp6xx as u32 - Reason::Resp1xx as u32 == 5);
+};
+
+impl Reason {
+    /// Number of reasons (`STATS` slots in use).
+    pub const COUNT: usize = Reason::ALL.len();
+
+    /// The request counter of a `method::*` value (`OTHER` for anything unknown).
+    pub const fn request(method: u8) -> Reason {
+        match method {
+            crate::method::REGISTER => Reason::ReqRegister,
+            crate::method::INVITE => Reason::ReqInvite,
+            crate::method::OPTIONS => Reason::ReqOptions,
+            crate::method::SUBSCRIBE => Reason::ReqSubscribe,
+            crate::method::MESSAGE => Reason::ReqMessage,
+            _ => Reason::ReqOther,
+        }
+    }
+
+    /// `STATS` index of the request counter of a method 1..=6, by arithmetic (the programs
+    /// index with it: a `match` would be a chain of branches there).
+    #[inline(always)]
+    pub const fn request_index(method: u8) -> u32 {
+        Reason::ReqRegister as u32 + method as u32 - crate::method::REGISTER as u32
+    }
+
+    /// `STATS` index of the response counter of a status class 1..=6.
+    #[inline(always)]
+    pub const fn response_index(class: u32) -> u32 {
+        Reason::Resp1xx as u32 + class - 1
+    }
+
+    /// The response counter of a status code, if it is 100..=699.
+    pub const fn response(code: u16) -> Option<Reason> {
+        match code / 100 {
+            1..=6 => Reason::from_index(Reason::response_index((code / 100) as u32)),
+            _ => None,
+        }
+    }
+
+    /// The reason with this `STATS` index, if any.
+    pub const fn from_index(i: u32) -> Option<Reason> {
+        if (i as usize) < Reason::ALL.len() {
+            Some(Reason::ALL[i as usize])
+        } else {
+            None
+        }
+    }
+
+    /// True for the verdicts of the XDP program (exactly one is counted per packet).
+    pub const fn is_verdict(self) -> bool {
+        matches!(
+            self,
+            Reason::Passed
+                | Reason::Allowlisted
+                | Reason::DroppedBanned
+                | Reason::DroppedGeo
+                | Reason::Malformed
+        )
+    }
+}

@@ -1,0 +1,80 @@
+//! `run`, `detach` and `check-config`: the filter's life on an interface.
+use std::{path::Path, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result};
+use sip_filter::{attach, config::Settings, daemon, geo::GeoTable, geo_source, pidfile, privilege};
+
+use super::default_config;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Configuration file (default: /etc/sip-filter/sip-filter.toml if it exists, else built-in defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    mode: attach::Mode,
+    #[arg(long, value_enum, default_value = "human")]
+    log_format: LogFormat,
+}
+
+pub fn run(iface: Option<&str>, args: RunArgs) -> Result<()> {
+    let iface = iface.context("run needs --iface IFACE (the PBX's network interface)")?;
+    init_logs(args.log_format);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(daemon::run(daemon::RunArgs {
+        iface: iface.to_string(),
+        config: default_config(args.config),
+        mode: args.mode,
+    }))
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => b.init(),
+        LogFormat::Json => b.json().flatten_event(true).init(),
+    }
+}
+
+pub fn detach(iface: Option<&str>) -> Result<()> {
+    privilege::require_root("detach")?;
+    let iface = iface.context("detach needs --iface IFACE")?;
+    if let Some(pid) = pidfile::daemon_pid(iface) {
+        // SAFETY: plain kill(2) on the daemon's pid from its pid file.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    attach::detach(iface)?;
+    println!("sip-filter removed from {iface}");
+    Ok(())
+}
+
+pub fn check_config(path: &Path) -> Result<()> {
+    let s = Settings::load(path)?;
+    let nets = geo_source::blocked_networks(&s.geo)?;
+    let geo = GeoTable::build(nets)?;
+    println!(
+        "{}: OK (ports {:?}, auth {} failures in {:?} -> ban {:?}, {} allowlisted, {} geo prefixes)",
+        path.display(),
+        s.sip.ports,
+        s.auth.max,
+        s.auth.find_time,
+        s.auth.ban_time,
+        s.allow.len(),
+        geo.prefixes
+    );
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! `stats` and `status`: what the running filter counted and what it is made of.
+use anyhow::Result;
+use serde::Serialize;
+use sip_filter::{
+    bans,
+    maps::{Maps as _, Pinned},
+    pidfile, pins,
+};
+use sip_filter_common::{Reason, map};
+
+use super::{open, print_json};
+
+pub fn stats(iface: Option<&str>, json: bool) -> Result<()> {
+    let (_, mut maps) = open(iface)?;
+    let counters = maps.stats()?;
+    let named = Reason::ALL.iter().zip(counters);
+    if json {
+        let obj: serde_json::Map<String, serde_json::Value> = named
+            .map(|(r, v)| (r.name().to_string(), v.into()))
+            .collect();
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        for (r, v) in named {
+            println!("{:<26} {v:>12}  {}", r.name(), r.explain());
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct MapFill {
+    name: &'static str,
+    entries: usize,
+    max_entries: u32,
+}
+
+#[derive(Serialize)]
+struct Status {
+    iface: String,
+    mode: Option<String>,
+    daemon_pid: Option<i32>,
+    program_ids: Vec<(String, u32)>,
+    maps: Vec<MapFill>,
+    bans: usize,
+}
+
+pub fn status(iface: Option<&str>, json: bool) -> Result<()> {
+    let (iface, mut maps) = open(iface)?;
+    let dir = pins::dir(&iface);
+    let config_id = aya::maps::MapInfo::from_pin(dir.join(map::CONFIG.name))?.id();
+    let mut program_ids = Vec::new();
+    for p in aya::programs::loaded_programs().filter_map(Result::ok) {
+        if p.map_ids()
+            .ok()
+            .flatten()
+            .is_some_and(|ids| ids.contains(&config_id))
+        {
+            program_ids.push((p.name_as_str().unwrap_or("?").to_string(), p.id()));
+        }
+    }
+    let s = Status {
+        mode: pidfile::mode(&iface),
+        daemon_pid: pidfile::daemon_pid(&iface),
+        program_ids,
+        bans: bans::list(&mut maps)?.len(),
+        maps: fills(&mut maps, &dir)?,
+        iface,
+    };
+    if json {
+        return print_json(&s);
+    }
+    println!("interface:  {}", s.iface);
+    println!("mode:       {}", s.mode.as_deref().unwrap_or("unknown"));
+    match s.daemon_pid {
+        Some(pid) => println!("daemon:     running (pid {pid})"),
+        None => println!(
+            "daemon:     not running (the filter still enforces; start it with `sip-filter run --iface {}`)",
+            s.iface
+        ),
+    }
+    if s.program_ids.is_empty() {
+        println!("programs:   none attached (pins only)");
+    }
+    for (n, id) in &s.program_ids {
+        println!("program:    {n} id {id}");
+    }
+    println!("bans:       {} in force", s.bans);
+    for m in &s.maps {
+        println!(
+            "map:        {:<10} {:>8} / {}",
+            m.name, m.entries, m.max_entries
+        );
+    }
+    Ok(())
+}
+
+/// Fill levels of the maps whose entries come and go.
+fn fills(maps: &mut Pinned, dir: &std::path::Path) -> Result<Vec<MapFill>> {
+    let mut out = Vec::new();
+    for spec in map::ALL.iter().filter(|s| s.kind.has_entries()) {
+        let info = aya::maps::MapInfo::from_pin(dir.join(spec.name))?;
+        out.push(MapFill {
+            name: spec.name,
+            entries: maps.count_entries(spec)?,
+            max_entries: info.max_entries(),
+        });
+    }
+    Ok(out)
+}
