@@ -20,7 +20,8 @@ pub const SCAN_BUF: usize = 2048;
 /// is always in bounds and never wraps into the message.
 pub const SCRATCH_LEN: usize = 2 * SCAN_BUF;
 /// Bytes past `SCRATCH_LEN` in the scratch value, so that an 8-byte read at the largest masked
-/// index stays inside it (the verifier checks the index bound, not what the index can be).
+/// index stays inside it (the verifier checks the index bound, not what the index can be;
+/// docs/verifier.md, pitfall 4).
 pub const SCRATCH_PAD: usize = 32;
 
 /// Prefix length added to an IPv4 prefix to place it in the IPv4-mapped IPv6 space.

@@ -146,7 +146,7 @@ fn scan(ctx: &XdpContext, pkt: &Packet) -> u8 {
         return creds::UNKNOWN;
     }
     // Sizes are computed in u64 and clamped on one register so the 6.1 verifier sees both
-    // bounds of the helper's length argument (field notes, pitfalls 1 and 2).
+    // bounds of the helper's length argument (docs/verifier.md, pitfalls 1 and 2).
     let avail = total - off;
     let msg = pkt.udp_payload_len as u64;
     let want = if msg < avail { msg } else { avail };
@@ -156,7 +156,8 @@ fn scan(ctx: &XdpContext, pkt: &Packet) -> u8 {
     let buf_len = SCAN_BUF as u64;
     let clamped = if want >= buf_len { buf_len } else { want };
     // LLVM would prove the mask below redundant and drop it; read through a volatile so that
-    // the instructions the 6.1 verifier needs to bound the length on one register stay.
+    // the instructions the 6.1 verifier needs to bound the length on one register stay
+    // (docs/verifier.md, pitfall 6).
     let opaque = unsafe { core::ptr::read_volatile(&clamped) };
     let size = ((opaque - 1) & (buf_len - 1)) + 1;
     let truncated = pkt.first_fragment || msg > size;

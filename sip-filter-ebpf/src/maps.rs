@@ -69,7 +69,8 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(sizes::EVENTS_BYTES, 0);
 // --- scratch -------------------------------------------------------------------------------
 
 /// Per-CPU copy of a SIP message, so the credential scan indexes a map value with a masked
-/// index instead of fighting the verifier over packet pointers inside a loop.
+/// index instead of fighting the verifier over packet pointers inside a loop
+/// (docs/verifier.md, pitfall 4).
 #[map]
 pub static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN + SCRATCH_PAD]> =
     PerCpuArray::with_max_entries(1, 0);

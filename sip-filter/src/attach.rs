@@ -54,7 +54,11 @@ pub fn attach(dp: &mut Dataplane, iface: &str, mode: Mode, dir: &Path) -> Result
 /// When a link is pinned at `pin` (a restart), hands it to `repoint`, which swaps this
 /// process's program into it in place; returns false when there is no pin (a first start).
 /// The pin owns the link: dropping the handle `repoint` takes back only closes our fd.
-fn repoint_pinned(pin: &Path, what: &str, repoint: impl FnOnce(FdLink) -> Result<()>) -> Result<bool> {
+fn repoint_pinned(
+    pin: &Path,
+    what: &str,
+    repoint: impl FnOnce(FdLink) -> Result<()>,
+) -> Result<bool> {
     if !pin.exists() {
         return Ok(false);
     }

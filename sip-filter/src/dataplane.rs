@@ -30,7 +30,10 @@ impl Dataplane {
             loader.map_max_entries(name, *size);
         }
         let paths: Vec<(&str, std::path::PathBuf)> = match pin_dir {
-            Some(dir) => map::ALL.iter().map(|m| (m.name, dir.join(m.name))).collect(),
+            Some(dir) => map::ALL
+                .iter()
+                .map(|m| (m.name, dir.join(m.name)))
+                .collect(),
             None => Vec::new(),
         };
         for (name, path) in &paths {
@@ -121,7 +124,10 @@ fn check_against_table(ebpf: &Ebpf) -> Result<()> {
         })?;
         let (data, kind) = crate::maps::map_data(m)?;
         if kind != spec.kind {
-            anyhow::bail!("the object's map {name} is a {kind:?}, the map table says {:?}", spec.kind);
+            anyhow::bail!(
+                "the object's map {name} is a {kind:?}, the map table says {:?}",
+                spec.kind
+            );
         }
         let info = data.info()?;
         crate::maps::check_spec(spec, &info, &format!("the object's map {name}"))?;

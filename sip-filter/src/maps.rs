@@ -2,7 +2,11 @@
 //! ([`crate::dataplane::Dataplane`]) or from the pins of a running filter ([`Pinned`]).
 //! Everything that concerns every map (pinning, the layout check, entry counts, clearing)
 //! iterates the map table, `sip_filter_common::map::ALL`.
-use std::{collections::HashMap as StdHashMap, os::fd::{AsFd as _, AsRawFd as _}, path::Path};
+use std::{
+    collections::HashMap as StdHashMap,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::Path,
+};
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, RingBuf};
@@ -26,8 +30,7 @@ pub trait Maps {
     }
 
     fn set_config(&mut self, cfg: &Config) -> Result<()> {
-        let mut m: Array<&mut MapData, Config> =
-            Array::try_from(self.map_mut(map::CONFIG.name)?)?;
+        let mut m: Array<&mut MapData, Config> = Array::try_from(self.map_mut(map::CONFIG.name)?)?;
         m.set(0, cfg, 0)?;
         Ok(())
     }

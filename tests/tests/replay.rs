@@ -299,6 +299,13 @@ fn json_lines_parse_and_carry_the_fields() {
     }
     let eleventh: serde_json::Value = serde_json::from_str(lines[10]).unwrap();
     assert_eq!(eleventh["verdict"], "drop");
+    // The reason comes from the program's own trace, named by the reason table.
+    assert_eq!(eleventh["recorded"], serde_json::json!(["dropped_banned"]));
+    let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(
+        first["recorded"],
+        serde_json::json!(["passed", "req_register"])
+    );
     let bans: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     let bans = bans["bans"].as_array().expect("bans array");
     assert_eq!(bans.len(), 1);

@@ -98,7 +98,8 @@ fn load8(buf: *const u8, i: u64) -> u64 {
 }
 
 /// Zero when `b` ends a header name (`:` or whitespace before it), non-zero otherwise.
-/// Arithmetic instead of comparisons: every comparison is a branch for the verifier to walk.
+/// Arithmetic instead of comparisons: every comparison is a branch for the verifier to walk
+/// (docs/verifier.md, pitfall 8).
 #[inline(always)]
 fn not_name_end(b: u64) -> u64 {
     const ENDS: u64 = (1 << b':') | (1 << b' ') | (1 << b'\t');
@@ -145,7 +146,7 @@ const WORDS_PER_TURN: u64 = 4;
 /// The newline masks of all four words are computed without branches and most turns end there
 /// (a line is about 40 bytes); words with newlines go to `scan_lanes`, a separate subprogram so
 /// that the verifier's work adds up per word instead of multiplying across them (6.1 gives up
-/// at a million instructions otherwise).
+/// at a million instructions otherwise; docs/verifier.md, pitfall 7).
 extern "C" fn scan_words(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let s = unsafe { &mut *(ctx as *mut Scan) };
     let base = index * WORDS_PER_TURN * 8;

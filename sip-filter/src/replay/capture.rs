@@ -13,7 +13,6 @@ use pcap_file::{
     pcapng::{Block, PcapNgReader},
 };
 
-
 /// pcap LINKTYPE_* values replay understands.
 pub(super) mod linktype {
     pub const ETHERNET: u32 = 1;
@@ -169,7 +168,10 @@ impl Capture {
     }
 }
 
-pub(super) fn next_pcap(reader: &mut PcapReader<Box<dyn Read>>, link: u32) -> Option<Result<Frame>> {
+pub(super) fn next_pcap(
+    reader: &mut PcapReader<Box<dyn Read>>,
+    link: u32,
+) -> Option<Result<Frame>> {
     // The raw record skips pcap-file's snaplen checks, which refuse captures that some
     // writers produce (snaplen 0, or records longer than the header's snaplen).
     let record = match reader.next_raw_packet()? {

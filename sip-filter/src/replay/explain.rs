@@ -19,10 +19,12 @@ pub(super) fn ingress(
     let verdict = Reason::from_index(t.verdict);
     let detail = Reason::from_index(t.detail);
     Ok(match verdict {
-        Some(Reason::DroppedBanned) => match h.map(|h| ban_of(maps, settings, h.src)).transpose()? {
-            Some(Some(b)) => format!("banned ({})", reason_text(b.reason)),
-            _ => "banned".into(),
-        },
+        Some(Reason::DroppedBanned) => {
+            match h.map(|h| ban_of(maps, settings, h.src)).transpose()? {
+                Some(Some(b)) => format!("banned ({})", reason_text(b.reason)),
+                _ => "banned".into(),
+            }
+        }
         Some(Reason::DroppedGeo) => "geo-blocked".into(),
         Some(Reason::Allowlisted) => "allowlisted".into(),
         Some(Reason::Malformed) => "malformed".into(),
@@ -88,7 +90,9 @@ fn failure(
     } else {
         ("not-found", settings.enumeration.max)
     };
-    let detail = (t.detail != NO_DETAIL).then(|| Reason::from_index(t.detail)).flatten();
+    let detail = (t.detail != NO_DETAIL)
+        .then(|| Reason::from_index(t.detail))
+        .flatten();
     if detail == Some(Reason::BansIssued)
         && let Some(ban) = ban_of(maps, settings, client)?
     {

@@ -3,7 +3,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::capture::{ETH_P_IP, ETH_P_IPV6, be16};
 
-
 /// What the report needs from a frame: a minimal parse, the programs do the real one.
 pub(super) struct Headers {
     pub src: IpAddr,
@@ -52,9 +51,5 @@ pub(super) fn headers(f: &[u8]) -> Option<Headers> {
     let ports = transport
         .then(|| Some((be16(f, l4)?, be16(f, l4 + 2)?)))
         .flatten();
-    Some(Headers {
-        src,
-        dst,
-        ports,
-    })
+    Some(Headers { src, dst, ports })
 }

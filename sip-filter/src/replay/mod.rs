@@ -23,12 +23,7 @@ mod explain;
 mod headers;
 mod report;
 
-use std::{
-    io::Write,
-    net::IpAddr,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{io::Write, net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -37,7 +32,7 @@ use aya::{
 };
 use ipnet::IpNet;
 use serde::Serialize;
-use sip_filter_common::map;
+use sip_filter_common::{Reason, map};
 
 use self::{
     capture::{Capture, ETH_HLEN, Frame},
@@ -88,6 +83,10 @@ pub struct PacketResult {
     pub direction: Direction,
     pub verdict: Verdict,
     pub reason: String,
+    /// The reason table's names for what the program recorded in its trace: its verdict (XDP)
+    /// or effect (TC), then the detail if any (`["passed", "req_register"]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recorded: Vec<&'static str>,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
     pub sport: Option<u16>,
@@ -213,6 +212,11 @@ impl<'a> Replayer<'a> {
             .dp
             .trace()?
             .context("the program recorded no trace for this packet")?;
+        r.recorded = [trace.verdict, trace.detail]
+            .into_iter()
+            .filter_map(Reason::from_index)
+            .map(Reason::name)
+            .collect();
         if egress {
             // Egress never drops; the answer's effect is on the client's failure counts.
             let h = h.as_ref().expect("egress packets have headers");
@@ -269,12 +273,7 @@ impl<'a> Replayer<'a> {
 }
 
 /// A passed packet with its addresses and no reason yet.
-fn blank_result(
-    index: usize,
-    h: Option<&Headers>,
-    egress: bool,
-    truncated: bool,
-) -> PacketResult {
+fn blank_result(index: usize, h: Option<&Headers>, egress: bool, truncated: bool) -> PacketResult {
     let ports = h.and_then(|h| h.ports);
     PacketResult {
         index,
@@ -285,6 +284,7 @@ fn blank_result(
         },
         verdict: Verdict::Pass,
         reason: String::new(),
+        recorded: Vec::new(),
         src: h.map(|h| h.src),
         dst: h.map(|h| h.dst),
         sport: ports.map(|p| p.0),

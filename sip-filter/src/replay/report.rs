@@ -4,10 +4,8 @@ use std::{io::Write, net::IpAddr};
 use anyhow::Result;
 
 use super::{
-    Direction, PacketResult, ReplayBan, ReplaySummary, TIMING_NOTE, Verdict,
-    explain::ban_time_text,
+    Direction, PacketResult, ReplayBan, ReplaySummary, TIMING_NOTE, Verdict, explain::ban_time_text,
 };
-
 
 pub(super) fn write_packet(out: &mut dyn Write, r: &PacketResult, json: bool) -> Result<()> {
     if json {

@@ -1,7 +1,8 @@
 //! `cargo xtask vm`: runs the tests that touch the kernel inside a qemu VM
 //! booted on Debian 12's kernel (6.1), because a program the 6.18 verifier
 //! accepts can still be rejected by 6.1's, and the control plane takes other
-//! paths there (no TCX: the egress program is a netlink tc filter).
+//! paths there (no TCX: the egress program is a netlink tc filter); see
+//! docs/verifier.md, pitfall 5.
 //!
 //! One boot runs every selected test binary in turn: the packet fixtures
 //! (`tests/tests/fixtures/`) and the daemon/CLI end-to-end tests
