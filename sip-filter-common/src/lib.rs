@@ -42,25 +42,6 @@ pub const TC_PROG: &str = "sip_tc";
 /// An empty XDP program kept in the object as the benchmarks' baseline.
 pub const PASS_PROG: &str = "sip_pass";
 
-/// Default map sizes; userspace may override them at load time.
-pub mod sizes {
-    /// Active bans issued by the kernel or an operator (exact address / IPv6 prefix).
-    pub const BANS: u32 = 262_144;
-    /// CIDR bans added by an operator.
-    pub const BAN_NETS: u32 = 16_384;
-    pub const ALLOW: u32 = 16_384;
-    /// Per (source address, port) request state: hundreds of thousands of sources.
-    pub const FLOWS: u32 = 524_288;
-    /// Per source failure counters.
-    pub const FAILURES: u32 = 524_288;
-    /// IPv4 geo bitmap words: 2^24 /24s, 64 per word.
-    pub const GEO_V4_WORDS: u32 = 1 << 18;
-    /// IPv6 geo top level: one entry per /16.
-    pub const GEO_V6_TOP: u32 = 65_536;
-    pub const GEO_NODES: u32 = 1_048_576;
-    pub const EVENTS_BYTES: u32 = 256 * 1024;
-}
-
 /// `Config::ban_scope` values.
 pub const BAN_SCOPE_ALL: u8 = 0;
 pub const BAN_SCOPE_SIP: u8 = 1;
@@ -379,6 +360,17 @@ impl Trace {
             status: 0,
             _pad: [0; 4],
         }
+    }
+
+    /// Starts a run's record in place, field by field: a whole `Trace` built first would take
+    /// stack the programs do not have to spare (512 bytes across the scan's subprograms).
+    #[inline(always)]
+    pub fn start(&mut self, verdict: u32) {
+        self.verdict = verdict;
+        self.detail = NO_DETAIL;
+        self.creds = creds::NONE;
+        self.recorded = 1;
+        self.status = 0;
     }
 }
 

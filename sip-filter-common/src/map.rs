@@ -4,11 +4,13 @@
 //! layout-checks, counts, shows in `status` and resets (tests) the maps by iterating [`ALL`].
 //! Loading the object checks that its maps and this table agree (names, kinds, key and value
 //! sizes), so a static without a row, or a row whose types drifted, fails at the first load.
-//! Adding a map is one static in `sip-filter-ebpf/src/maps.rs` plus one row here.
+//! Adding a map is one static in `sip-filter-ebpf/src/maps.rs` (sized from its row) plus one
+//! row here.
 use core::mem::size_of;
 
 use crate::{
-    Ban, Config, Failures, Flow, FlowKey, GeoBits, GeoKey, SCRATCH_LEN, SCRATCH_PAD, Trace,
+    Ban, Config, Failures, Flow, FlowKey, GeoBits, GeoKey, SCRATCH_LEN, SCRATCH_PAD, STATS_SLOTS,
+    Trace,
 };
 
 /// The kernel map types the dataplane uses.
@@ -26,6 +28,12 @@ impl Kind {
     /// Maps whose entries come and go (shown with their fill level in `status`).
     pub const fn has_entries(self) -> bool {
         matches!(self, Kind::Hash | Kind::LruHash | Kind::LpmTrie)
+    }
+
+    /// Arrays are indexed by design (a counter, a /24 word): their size is part of the layout,
+    /// where the size of the other maps is a deployment's choice (`Dataplane::load_with`).
+    pub const fn size_is_layout(self) -> bool {
+        matches!(self, Kind::Array | Kind::PerCpuArray)
     }
 }
 
@@ -56,11 +64,13 @@ pub struct Spec {
     /// length before the data; a ring buffer has neither).
     pub key_size: u32,
     pub value_size: u32,
+    /// Entries by default (bytes for a ring buffer); the eBPF static is declared with it.
+    pub max_entries: u32,
 }
 
 impl Spec {
     /// A map with key type `K` and value type `V`.
-    pub const fn of<K, V>(name: &'static str, kind: Kind, role: Role) -> Self {
+    pub const fn of<K, V>(name: &'static str, kind: Kind, role: Role, max_entries: u32) -> Self {
         let (key_size, value_size) = match kind {
             Kind::LpmTrie => (4 + size_of::<K>(), size_of::<V>()),
             Kind::RingBuf => (0, 0),
@@ -72,6 +82,7 @@ impl Spec {
             role,
             key_size: key_size as u32,
             value_size: value_size as u32,
+            max_entries,
         }
     }
 }
@@ -79,20 +90,36 @@ impl Spec {
 type Addr = [u8; 16];
 type Scratch = [u8; SCRATCH_LEN + SCRATCH_PAD];
 
-pub const CONFIG: Spec = Spec::of::<u32, Config>("CONFIG", Kind::Array, Role::Policy);
-pub const ALLOW: Spec = Spec::of::<Addr, u32>("ALLOW", Kind::LpmTrie, Role::Policy);
-pub const GEO_V4: Spec = Spec::of::<u32, GeoBits>("GEO_V4", Kind::Array, Role::Geo);
-pub const GEO_V6: Spec = Spec::of::<u32, u32>("GEO_V6", Kind::Array, Role::Geo);
-pub const GEO_NODES: Spec = Spec::of::<GeoKey, u32>("GEO_NODES", Kind::Hash, Role::Geo);
-pub const BANS: Spec = Spec::of::<Addr, Ban>("BANS", Kind::Hash, Role::Bans);
-pub const BAN_NETS: Spec = Spec::of::<Addr, Ban>("BAN_NETS", Kind::LpmTrie, Role::Bans);
-pub const FLOWS: Spec = Spec::of::<FlowKey, Flow>("FLOWS", Kind::LruHash, Role::Tracking);
-pub const FAILURES: Spec = Spec::of::<Addr, Failures>("FAILURES", Kind::LruHash, Role::Tracking);
-pub const STATS: Spec = Spec::of::<u32, u64>("STATS", Kind::PerCpuArray, Role::Reporting);
-pub const TRACE: Spec = Spec::of::<u32, Trace>("TRACE", Kind::PerCpuArray, Role::Reporting);
-pub const EVENTS: Spec = Spec::of::<(), ()>("EVENTS", Kind::RingBuf, Role::Reporting);
-pub const SCRATCH: Spec = Spec::of::<u32, Scratch>("SCRATCH", Kind::PerCpuArray, Role::Scratch);
-pub const CLOCK: Spec = Spec::of::<u32, u64>("CLOCK", Kind::Array, Role::Policy);
+/// The runtime configuration: one entry.
+pub const CONFIG: Spec = Spec::of::<u32, Config>("CONFIG", Kind::Array, Role::Policy, 1);
+/// Trunks and offices.
+pub const ALLOW: Spec = Spec::of::<Addr, u32>("ALLOW", Kind::LpmTrie, Role::Policy, 16_384);
+/// IPv4 geo bitmap words: 2^24 /24s, 64 per word.
+pub const GEO_V4: Spec = Spec::of::<u32, GeoBits>("GEO_V4", Kind::Array, Role::Geo, 1 << 18);
+/// IPv6 geo top level: one entry per /16.
+pub const GEO_V6: Spec = Spec::of::<u32, u32>("GEO_V6", Kind::Array, Role::Geo, 65_536);
+/// Geo nodes below the top levels.
+pub const GEO_NODES: Spec = Spec::of::<GeoKey, u32>("GEO_NODES", Kind::Hash, Role::Geo, 1_048_576);
+/// Active bans issued by the kernel or an operator (exact address / IPv6 prefix).
+pub const BANS: Spec = Spec::of::<Addr, Ban>("BANS", Kind::Hash, Role::Bans, 262_144);
+/// CIDR bans added by an operator.
+pub const BAN_NETS: Spec = Spec::of::<Addr, Ban>("BAN_NETS", Kind::LpmTrie, Role::Bans, 16_384);
+/// Per (source address, port) request state: hundreds of thousands of sources.
+pub const FLOWS: Spec = Spec::of::<FlowKey, Flow>("FLOWS", Kind::LruHash, Role::Tracking, 524_288);
+/// Per source failure counters.
+pub const FAILURES: Spec =
+    Spec::of::<Addr, Failures>("FAILURES", Kind::LruHash, Role::Tracking, 524_288);
+/// Counters, indexed by `Reason`.
+pub const STATS: Spec =
+    Spec::of::<u32, u64>("STATS", Kind::PerCpuArray, Role::Reporting, STATS_SLOTS);
+/// The last run's record on each CPU.
+pub const TRACE: Spec = Spec::of::<u32, Trace>("TRACE", Kind::PerCpuArray, Role::Reporting, 1);
+/// Ban events (size in bytes).
+pub const EVENTS: Spec = Spec::of::<(), ()>("EVENTS", Kind::RingBuf, Role::Reporting, 256 * 1024);
+/// The credential scan's copy of a message.
+pub const SCRATCH: Spec = Spec::of::<u32, Scratch>("SCRATCH", Kind::PerCpuArray, Role::Scratch, 1);
+/// The suspend offset of the kernel's clock.
+pub const CLOCK: Spec = Spec::of::<u32, u64>("CLOCK", Kind::Array, Role::Policy, 1);
 
 /// Every map, in the order `status` shows them.
 pub const ALL: &[Spec] = &[

@@ -1,8 +1,8 @@
 //! Bans: lookups on the fast path, failure counting and in-kernel banning on the slow path.
 use aya_ebpf::maps::lpm_trie::Key;
-use sip_filter_common::{Ban, BanEvent, BanReason, Config, Failures, Reason, Trace};
+use sip_filter_common::{Ban, BanEvent, BanReason, Config, Failures, Reason};
 
-use crate::maps::{ALLOW, BAN_NETS, BANS, EVENTS, FAILURES, count, now};
+use crate::maps::{ALLOW, BAN_NETS, BANS, EVENTS, FAILURES, count, now, trace};
 
 /// The key a source is tracked and banned under: IPv4 as is, IPv6 masked to the configured prefix
 /// (an attacker owns a whole /64, not one address).
@@ -49,16 +49,9 @@ pub enum Failure {
 }
 
 /// Counts one failure for `key` and bans it when the threshold is reached inside the window.
-/// `t` gets the failure as its verdict and a ban (or why none was stored) as its detail.
+/// The trace gets the failure as its verdict and a ban (or why none was stored) as its detail.
 #[inline(always)]
-pub fn record_failure(
-    key: &[u8; 16],
-    addr: &[u8; 16],
-    kind: Failure,
-    cfg: &Config,
-    now: u64,
-    t: &mut Trace,
-) {
+pub fn record_failure(key: &[u8; 16], addr: &[u8; 16], kind: Failure, cfg: &Config, now: u64) {
     let f = match FAILURES.get_ptr_mut(key) {
         Some(f) => f,
         None => {
@@ -75,7 +68,7 @@ pub fn record_failure(
     let (first, n, max, find_time, ban_time, reason) = match kind {
         Failure::Auth => {
             count(Reason::AuthFailures);
-            t.verdict = Reason::AuthFailures as u32;
+            trace(cfg, move |t| t.verdict = Reason::AuthFailures as u32);
             (
                 &mut f.auth_first_ns,
                 &mut f.auth,
@@ -87,7 +80,7 @@ pub fn record_failure(
         }
         Failure::NotFound => {
             count(Reason::NotFound);
-            t.verdict = Reason::NotFound as u32;
+            trace(cfg, move |t| t.verdict = Reason::NotFound as u32);
             (
                 &mut f.not_found_first_ns,
                 &mut f.not_found,
@@ -109,18 +102,18 @@ pub fn record_failure(
         let first_ns = *first;
         *n = 0;
         if let Some(outcome) = ban(key, addr, reason, failures, first_ns, ban_time, cfg, now) {
-            t.detail = outcome as u32;
+            trace(cfg, move |t| t.detail = outcome as u32);
         }
     }
 }
 
 /// A 2xx to a request that carried credentials: the client knows its password.
 #[inline(always)]
-pub fn reset_auth(key: &[u8; 16], t: &mut Trace) {
+pub fn reset_auth(key: &[u8; 16], cfg: &Config) {
     if let Some(f) = FAILURES.get_ptr_mut(key) {
         unsafe { (*f).auth = 0 };
         count(Reason::AuthResets);
-        t.verdict = Reason::AuthResets as u32;
+        trace(cfg, move |t| t.verdict = Reason::AuthResets as u32);
     }
 }
 

@@ -1,6 +1,6 @@
 //! TC egress: reads the PBX's SIP responses and counts failures per client.
 use aya_ebpf::programs::TcContext;
-use sip_filter_common::{Config, Flow, FlowKey, Reason, Trace};
+use sip_filter_common::{Config, Flow, FlowKey, Reason};
 
 use crate::{
     ban::{self, Failure},
@@ -17,14 +17,13 @@ pub fn run(ctx: &TcContext) {
     let Some(cfg) = config() else {
         return;
     };
-    let mut t = Trace::new(Reason::EgressSeen as u32);
-    let _ = answer(ctx, cfg, &mut t);
-    trace(cfg, t);
+    trace(cfg, move |t| t.start(Reason::EgressSeen as u32));
+    let _ = answer(ctx, cfg);
 }
 
-/// Judges one answer of the PBX; `t` says what it was and what it caused.
+/// Judges one answer of the PBX; the trace gets what it was and what it caused.
 #[inline(always)]
-fn answer(ctx: &TcContext, cfg: &Config, t: &mut Trace) -> Option<()> {
+fn answer(ctx: &TcContext, cfg: &Config) -> Option<()> {
     let len = ctx.len();
     let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
     let pkt = parse::packet(ctx.data(), ctx.data_end()).ok()?;
@@ -40,12 +39,17 @@ fn answer(ctx: &TcContext, cfg: &Config, t: &mut Trace) -> Option<()> {
         return None;
     }
     let code = sip::status(&first12)?;
-    t.status = code;
     let class = (code / 100) as u32;
-    if (1..=6).contains(&class) {
+    let counted = (1..=6).contains(&class);
+    if counted {
         count_at(Reason::response_index(class));
-        t.verdict = Reason::response_index(class);
     }
+    trace(cfg, move |t| {
+        t.status = code;
+        if counted {
+            t.verdict = Reason::response_index(class);
+        }
+    });
     if code < 200 {
         // Provisional: the transaction is still open.
         return None;
@@ -67,20 +71,20 @@ fn answer(ctx: &TcContext, cfg: &Config, t: &mut Trace) -> Option<()> {
         // A challenge to a request without credentials is the first step of digest auth.
         401 | 407 if f.creds > 0 => {
             f.creds -= 1;
-            ban::record_failure(&key, dst, Failure::Auth, cfg, now(), t);
+            ban::record_failure(&key, dst, Failure::Auth, cfg, now());
         }
         403 => {
             f.creds = f.creds.saturating_sub(1);
-            ban::record_failure(&key, dst, Failure::Auth, cfg, now(), t);
+            ban::record_failure(&key, dst, Failure::Auth, cfg, now());
         }
         404 if f.register_invite > 0 => {
             f.register_invite -= 1;
-            ban::record_failure(&key, dst, Failure::NotFound, cfg, now(), t);
+            ban::record_failure(&key, dst, Failure::NotFound, cfg, now());
         }
         // Success resets the count only when it can only answer a credentialed request.
         200..=299 if f.creds > 0 && f.pending <= f.creds => {
             f.creds -= 1;
-            ban::reset_auth(&key, t);
+            ban::reset_auth(&key, cfg);
         }
         _ => {}
     }

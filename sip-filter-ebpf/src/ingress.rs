@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
-use sip_filter_common::{Config, Flow, FlowKey, Reason, SCAN_BUF, Trace, creds, method};
+use sip_filter_common::{Config, Flow, FlowKey, Reason, SCAN_BUF, creds, method};
 
 use crate::{
     ban, geo,
@@ -22,36 +22,38 @@ pub fn run(ctx: &XdpContext) -> u32 {
     let Some(cfg) = config() else {
         return XDP_PASS;
     };
-    let mut t = Trace::new(Reason::Passed as u32);
-    let action = verdict(ctx, cfg, &mut t);
-    count_at(t.verdict);
-    trace(cfg, t);
+    trace(cfg, |t| t.start(Reason::Passed as u32));
+    verdict(ctx, cfg)
+}
+
+/// Every verdict leaves through here: counts its reason and records it in the trace.
+#[inline(always)]
+fn exit(cfg: &Config, reason: Reason, action: u32) -> u32 {
+    count(reason);
+    trace(cfg, move |t| t.verdict = reason as u32);
     action
 }
 
-/// Counts `reason` as what the packet was and keeps it as the trace's detail.
+/// Counts `reason` as what the packet was and records it as the trace's detail.
 #[inline(always)]
-fn note(t: &mut Trace, reason: u32) {
+fn note(cfg: &Config, reason: u32) {
     count_at(reason);
-    t.detail = reason;
+    trace(cfg, move |t| t.detail = reason);
 }
 
-/// The verdict on one packet; `t.verdict` says why (it stays `Passed` unless set).
+/// The verdict on one packet, through `exit` with its reason.
 #[inline(always)]
-fn verdict(ctx: &XdpContext, cfg: &Config, t: &mut Trace) -> u32 {
+fn verdict(ctx: &XdpContext, cfg: &Config) -> u32 {
     let pkt = match parse::packet(ctx.data(), ctx.data_end()) {
         Ok(p) => p,
         Err(Skip::NotIp) => {
-            note(t, Reason::NotIp as u32);
-            return XDP_PASS;
+            note(cfg, Reason::NotIp as u32);
+            return exit(cfg, Reason::Passed, XDP_PASS);
         }
-        Err(Skip::Malformed) => {
-            t.verdict = Reason::Malformed as u32;
-            return XDP_PASS;
-        }
+        Err(Skip::Malformed) => return exit(cfg, Reason::Malformed, XDP_PASS),
     };
     if !pkt.has_ports && pkt.proto == IPPROTO_UDP {
-        note(t, Reason::NonFirstFragment as u32);
+        note(cfg, Reason::NonFirstFragment as u32);
     }
     let key = ban::source_key(&pkt.src, pkt.is_v6, cfg);
 
@@ -59,33 +61,29 @@ fn verdict(ctx: &XdpContext, cfg: &Config, t: &mut Trace) -> u32 {
     // wins, it is only consulted after a hit.
     if ban::is_banned(&key, &pkt.src, cfg) && in_scope(cfg, &pkt) {
         if ban::is_allowed(&pkt.src, cfg) {
-            t.verdict = Reason::Allowlisted as u32;
-            return XDP_PASS;
+            return exit(cfg, Reason::Allowlisted, XDP_PASS);
         }
-        t.verdict = Reason::DroppedBanned as u32;
-        return XDP_DROP;
+        return exit(cfg, Reason::DroppedBanned, XDP_DROP);
     }
     if ban::is_allowed(&pkt.src, cfg) {
-        t.verdict = Reason::Allowlisted as u32;
-        return XDP_PASS;
+        return exit(cfg, Reason::Allowlisted, XDP_PASS);
     }
     if cfg.geo_active != 0 && in_scope(cfg, &pkt) && geo::blocked(&pkt.src, pkt.is_v6) {
-        t.verdict = Reason::DroppedGeo as u32;
-        return XDP_DROP;
+        return exit(cfg, Reason::DroppedGeo, XDP_DROP);
     }
     if is_sip_request_port(cfg, &pkt) {
-        inspect_request(ctx, &pkt, t);
+        inspect_request(ctx, cfg, &pkt);
     }
-    XDP_PASS
+    exit(cfg, Reason::Passed, XDP_PASS)
 }
 
 /// Records the method of a SIP request and whether it carries credentials, for the egress
 /// program to judge the PBX's answer.
 #[inline(always)]
-fn inspect_request(ctx: &XdpContext, pkt: &Packet, t: &mut Trace) {
+fn inspect_request(ctx: &XdpContext, cfg: &Config, pkt: &Packet) {
     let p = pkt.payload;
     if p + 8 > ctx.data_end() {
-        note(t, Reason::NonSipOnSipPort as u32);
+        note(cfg, Reason::NonSipOnSipPort as u32);
         return;
     }
     let first8 = unsafe { core::ptr::read_unaligned(p as *const u64) };
@@ -93,17 +91,17 @@ fn inspect_request(ctx: &XdpContext, pkt: &Packet, t: &mut Trace) {
         Start::Request(m) => m,
         // Answers to the PBX's own requests (trunks, phones): nothing to track.
         Start::Response => {
-            note(t, Reason::ResponseIn as u32);
+            note(cfg, Reason::ResponseIn as u32);
             return;
         }
         Start::Other => {
-            note(t, Reason::NonSipOnSipPort as u32);
+            note(cfg, Reason::NonSipOnSipPort as u32);
             return;
         }
     };
-    note(t, Reason::request_index(method));
+    note(cfg, Reason::request_index(method));
     let creds = scan(ctx, pkt);
-    t.creds = creds;
+    trace(cfg, move |t| t.creds = creds);
     match creds {
         creds::PRESENT => count(Reason::ReqWithCreds),
         creds::UNKNOWN => count(Reason::ReqCredsUnknown),

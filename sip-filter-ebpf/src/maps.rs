@@ -5,66 +5,69 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sip_filter_common::{
-    Ban, Config, Failures, Flow, FlowKey, GeoBits, GeoKey, Reason, SCRATCH_LEN, SCRATCH_PAD,
-    STATS_SLOTS, Trace, sizes,
+    Ban, Config, Failures, Flow, FlowKey, GeoBits, GeoKey, Reason, SCRATCH_LEN, SCRATCH_PAD, Trace,
+    map,
 };
 
 // --- policy, written by userspace ---------------------------------------------------------
 
 /// The runtime configuration (one entry); both programs read it per packet.
 #[map]
-pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+pub static CONFIG: Array<Config> = Array::with_max_entries(map::CONFIG.max_entries, 0);
 
 /// Trunks and offices: never dropped, never banned. Value unused.
 #[map]
-pub static ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(sizes::ALLOW, 0);
+pub static ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(map::ALLOW.max_entries, 0);
 
 /// Geo-blocking, a fixed-stride multi-level table (see `sip_filter_common::geo`).
 /// IPv4: a bitmap of /24s, 64 per word.
 #[map]
-pub static GEO_V4: Array<GeoBits> = Array::with_max_entries(sizes::GEO_V4_WORDS, 0);
+pub static GEO_V4: Array<GeoBits> = Array::with_max_entries(map::GEO_V4.max_entries, 0);
 /// IPv6: the /16 top level.
 #[map]
-pub static GEO_V6: Array<u32> = Array::with_max_entries(sizes::GEO_V6_TOP, 0);
+pub static GEO_V6: Array<u32> = Array::with_max_entries(map::GEO_V6.max_entries, 0);
 /// The levels below: IPv4 /32s under partial /24s, IPv6 /32, /48 and /64 nodes.
 #[map]
-pub static GEO_NODES: HashMap<GeoKey, u32> = HashMap::with_max_entries(sizes::GEO_NODES, 0);
+pub static GEO_NODES: HashMap<GeoKey, u32> =
+    HashMap::with_max_entries(map::GEO_NODES.max_entries, 0);
 
 // --- bans ----------------------------------------------------------------------------------
 
 /// Bans by source (IPv4 address or masked IPv6 prefix). A plain hash, not an LRU: tracking
 /// pressure must never evict a ban.
 #[map]
-pub static BANS: HashMap<[u8; 16], Ban> = HashMap::with_max_entries(sizes::BANS, 0);
+pub static BANS: HashMap<[u8; 16], Ban> = HashMap::with_max_entries(map::BANS.max_entries, 0);
 
 /// CIDR bans added by an operator; only consulted when `Config::ban_nets_active` is set.
 #[map]
-pub static BAN_NETS: LpmTrie<[u8; 16], Ban> = LpmTrie::with_max_entries(sizes::BAN_NETS, 0);
+pub static BAN_NETS: LpmTrie<[u8; 16], Ban> =
+    LpmTrie::with_max_entries(map::BAN_NETS.max_entries, 0);
 
 // --- tracking ------------------------------------------------------------------------------
 
 /// Last request per client socket, written by XDP, read by TC.
 #[map]
-pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(sizes::FLOWS, 0);
+pub static FLOWS: LruHashMap<FlowKey, Flow> =
+    LruHashMap::with_max_entries(map::FLOWS.max_entries, 0);
 
 /// Failure counters per source (IPv4 address or masked IPv6 prefix), written by TC.
 #[map]
 pub static FAILURES: LruHashMap<[u8; 16], Failures> =
-    LruHashMap::with_max_entries(sizes::FAILURES, 0);
+    LruHashMap::with_max_entries(map::FAILURES.max_entries, 0);
 
 // --- reporting -----------------------------------------------------------------------------
 
 /// Per-CPU counters, indexed by `Reason`.
 #[map]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(map::STATS.max_entries, 0);
 
 /// What the last run on this CPU decided (written only when `Config::trace` is set).
 #[map]
-pub static TRACE: PerCpuArray<Trace> = PerCpuArray::with_max_entries(1, 0);
+pub static TRACE: PerCpuArray<Trace> = PerCpuArray::with_max_entries(map::TRACE.max_entries, 0);
 
 /// Ban events for the daemon's log.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(sizes::EVENTS_BYTES, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(map::EVENTS.max_entries, 0);
 
 // --- scratch -------------------------------------------------------------------------------
 
@@ -73,7 +76,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(sizes::EVENTS_BYTES, 0);
 /// (docs/verifier.md, pitfall 4).
 #[map]
 pub static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN + SCRATCH_PAD]> =
-    PerCpuArray::with_max_entries(1, 0);
+    PerCpuArray::with_max_entries(map::CLOCK.max_entries, 0);
 
 /// See `sip_filter_common::CLOCK_INDEX`.
 #[map]
@@ -100,13 +103,23 @@ pub fn count_at(index: u32) {
     }
 }
 
-/// Records a run's decision for replay and the tests, when they asked for it.
+/// Records in this CPU's trace slot, for replay and the tests, when they asked for it; each
+/// fact is written where it is decided.
+///
+/// The lookup and the write are a subprogram of their own, called only when tracing is on:
+/// inlined, each site's map key took a slot of the XDP frame, which shares 512 bytes with the
+/// credential scan's subprograms (docs/verifier.md, pitfall 11).
 #[inline(always)]
-pub fn trace(cfg: &Config, t: Trace) {
-    if cfg.trace != 0
-        && let Some(p) = TRACE.get_ptr_mut(0)
-    {
-        unsafe { *p = t };
+pub fn trace(cfg: &Config, f: impl FnOnce(&mut Trace)) {
+    if cfg.trace != 0 {
+        record(f);
+    }
+}
+
+#[inline(never)]
+fn record(f: impl FnOnce(&mut Trace)) {
+    if let Some(p) = TRACE.get_ptr_mut(0) {
+        f(unsafe { &mut *p });
     }
 }
 

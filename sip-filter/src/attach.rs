@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::{
-    LinkOrder, TcAttachType, XdpMode,
+    LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
     links::{FdLink, PinnedLink},
     tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
     xdp::XdpLink,
@@ -51,32 +51,45 @@ pub fn attach(dp: &mut Dataplane, iface: &str, mode: Mode, dir: &Path) -> Result
     attach_tc(dp, iface, dir)
 }
 
-/// When a link is pinned at `pin` (a restart), hands it to `repoint`, which swaps this
-/// process's program into it in place; returns false when there is no pin (a first start).
-/// The pin owns the link: dropping the handle `repoint` takes back only closes our fd.
-fn repoint_pinned(
-    pin: &Path,
-    what: &str,
-    repoint: impl FnOnce(FdLink) -> Result<()>,
-) -> Result<bool> {
+/// What re-pointing needs of a program; one body for both, whose link types differ.
+trait Repoint {
+    /// Swaps this process's program into `link` in place. The pin owns the link: dropping
+    /// the handle taken back only closes our fd.
+    fn repoint(&mut self, link: FdLink) -> Result<()>;
+}
+
+macro_rules! repoint_via {
+    ($prog:ty, $link:ty) => {
+        impl Repoint for $prog {
+            fn repoint(&mut self, link: FdLink) -> Result<()> {
+                let id = self.attach_to_link(<$link>::try_from(link)?)?;
+                let _ = self.take_link(id)?;
+                Ok(())
+            }
+        }
+    };
+}
+repoint_via!(Xdp, XdpLink);
+repoint_via!(SchedClassifier, SchedClassifierLink);
+
+/// When a link is pinned at `pin` (a restart), swaps `prog` into it; false when there is no
+/// pin (a first start).
+fn repoint_pinned(prog: &mut impl Repoint, pin: &Path, what: &str) -> Result<bool> {
     if !pin.exists() {
         return Ok(false);
     }
     let link = FdLink::from(
         PinnedLink::from_pin(pin).with_context(|| format!("opening the pinned {what} link"))?,
     );
-    repoint(link).with_context(|| format!("replacing the {what} program in place"))?;
+    prog.repoint(link)
+        .with_context(|| format!("replacing the {what} program in place"))?;
     Ok(true)
 }
 
 fn attach_xdp(dp: &mut Dataplane, iface: &str, mode: Mode, dir: &Path) -> Result<()> {
     let pin = dir.join(pins::XDP_LINK);
     let prog = dp.xdp_mut()?;
-    if repoint_pinned(&pin, "XDP", |link| {
-        let id = prog.attach_to_link(XdpLink::try_from(link)?)?;
-        let _ = prog.take_link(id)?;
-        Ok(())
-    })? {
+    if repoint_pinned(prog, &pin, "XDP")? {
         return Ok(());
     }
     let id = prog
@@ -115,11 +128,7 @@ fn attach_tc(dp: &mut Dataplane, iface: &str, dir: &Path) -> Result<()> {
     }
     let pin = dir.join(pins::TC_LINK);
     let prog = dp.tc_mut()?;
-    if repoint_pinned(&pin, "TC", |link| {
-        let id = prog.attach_to_link(SchedClassifierLink::try_from(link)?)?;
-        let _ = prog.take_link(id)?;
-        Ok(())
-    })? {
+    if repoint_pinned(prog, &pin, "TC")? {
         return Ok(());
     }
     // TCX (6.6+): a bpf_link we pin like the XDP one.

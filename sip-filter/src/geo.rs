@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Result, bail};
 use aya::maps::{Array, HashMap, MapData};
 use ipnet::IpNet;
-use sip_filter_common::{GeoBits, GeoKey, geo, sizes};
+use sip_filter_common::{GeoBits, GeoKey, geo};
 
 use crate::addr::net_to_lpm;
 
@@ -85,8 +85,13 @@ impl GeoTable {
         }
         w.partial |= bit;
         let count = 1u64 << (32 - v4_len);
-        if self.nodes.len() as u64 + count > u64::from(sizes::GEO_NODES) {
-            bail!("geo table too large (limit {} entries)", sizes::GEO_NODES);
+        if self.nodes.len() as u64 + count
+            > u64::from(sip_filter_common::map::GEO_NODES.max_entries)
+        {
+            bail!(
+                "geo table too large (limit {} entries)",
+                sip_filter_common::map::GEO_NODES.max_entries
+            );
         }
         for i in 0..count {
             let a = with_index(addr, len, 128 - len, i);
@@ -121,10 +126,12 @@ impl GeoTable {
                 .expect("len within levels");
             let depth = levels[lvl];
             let count = 1u64 << (depth - len);
-            if t.nodes.len() as u64 + count > u64::from(sizes::GEO_NODES) {
+            if t.nodes.len() as u64 + count
+                > u64::from(sip_filter_common::map::GEO_NODES.max_entries)
+            {
                 bail!(
                     "geo table too large: {net} expands to {count} entries (limit {})",
-                    sizes::GEO_NODES
+                    sip_filter_common::map::GEO_NODES.max_entries
                 );
             }
             let top = &mut t.v6_top;

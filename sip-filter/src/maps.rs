@@ -242,8 +242,16 @@ mod raw {
     }
 }
 
-/// Checks that a map of a loaded object (or a pin) has the layout of its map table row.
+/// Checks that a map of a loaded object (or a pin) has the layout of its map table row: key
+/// and value sizes, and the size of arrays (a STATS with fewer slots, say).
 pub fn check_spec(spec: &Spec, info: &aya::maps::MapInfo, what: &str) -> Result<()> {
+    if spec.kind.size_is_layout() && info.max_entries() != spec.max_entries {
+        bail!(
+            "{what} has {} entries, this version uses {}",
+            info.max_entries(),
+            spec.max_entries
+        );
+    }
     if (info.key_size(), info.value_size()) != (spec.key_size, spec.value_size) {
         bail!(
             "{what} has key/value size {}/{}, this version uses {}/{}",
@@ -258,10 +266,19 @@ pub fn check_spec(spec: &Spec, info: &aya::maps::MapInfo, what: &str) -> Result<
 
 /// Refuses pins whose layout differs from this build's (left by another sip-filter version).
 pub fn check_layout(dir: &Path) -> Result<()> {
+    // A directory without CONFIG holds no filter (a first start).
+    if !dir.join(map::CONFIG.name).exists() {
+        return Ok(());
+    }
     for spec in map::ALL {
         let path = dir.join(spec.name);
         if !path.exists() {
-            continue;
+            bail!(
+                "{} has no {} map: it was pinned by another sip-filter version; run                  `sip-filter detach --iface IFACE` with the old binary or remove {} (this                  forgets its bans)",
+                dir.display(),
+                spec.name,
+                dir.display()
+            );
         }
         let info = aya::maps::MapInfo::from_pin(&path)
             .with_context(|| format!("reading pinned map {}", path.display()))?;

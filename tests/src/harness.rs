@@ -23,6 +23,8 @@ pub const TC_ACT_OK: u32 = 0;
 pub struct Harness {
     pub dp: Dataplane,
     geo: GeoTable,
+    /// `Config::trace` as `reset` restores it: on for fixtures, off for benchmarks.
+    trace: u8,
 }
 
 impl Harness {
@@ -40,16 +42,24 @@ impl Harness {
         Ok(Self {
             dp,
             geo: GeoTable::default(),
+            trace: 1,
         })
     }
 
-    /// Back to a freshly loaded state: default config (tracing on), empty tables (counters keep
+    /// With tracing off, as a live filter runs: what the benchmarks measure.
+    pub fn untraced(mut self) -> Result<Self> {
+        self.trace = 0;
+        self.dp.update_config(|c| c.trace = 0)?;
+        Ok(self)
+    }
+
+    /// Back to a freshly loaded state: default config (tracing as set), empty tables (counters keep
     /// counting; compare deltas). Every map of the map table whose entries come and go is
     /// emptied, but the geo tables, which change as a difference from what they hold.
     pub fn reset(&mut self) {
         self.dp
             .set_config(&Config {
-                trace: 1,
+                trace: self.trace,
                 ..Config::default()
             })
             .unwrap();
@@ -63,9 +73,7 @@ impl Harness {
     }
 
     pub fn configure(&mut self, f: impl FnOnce(&mut Config)) -> &mut Self {
-        let mut c = self.dp.config().expect("read CONFIG");
-        f(&mut c);
-        self.dp.set_config(&c).expect("write CONFIG");
+        self.dp.update_config(f).expect("update CONFIG");
         self
     }
 

@@ -180,7 +180,7 @@ daemon does without a geo configuration, so the ratio to it includes the whole l
 pub fn run(p: &Profile) -> Result<Part> {
     let mut hs: Vec<Harness> = Vec::new();
     // Dataplane 0: default maps, no geo; bans for the banned probes.
-    let mut h0 = Harness::new()?;
+    let mut h0 = Harness::new()?.untraced()?;
     h0.dp.xdp_program_mut(PASS_PROG)?.load()?;
     ban_all(&mut h0, &[ip(BANNED_V4), ip(BANNED_V6)])?;
     hs.push(h0);
@@ -268,7 +268,7 @@ pub fn run(p: &Profile) -> Result<Part> {
                     table.prefixes
                 );
             }
-            let mut h = Harness::new()?;
+            let mut h = Harness::new()?.untraced()?;
             load_geo(&mut h, &table).with_context(|| format!("loading {size} geo prefixes"))?;
             hs.push(h);
             if i == p.geo_sizes.len() - 1 {
@@ -309,7 +309,7 @@ pub fn run(p: &Profile) -> Result<Part> {
     }
     let passing = passing_sources(n, 0x5eed_0004);
     let registering = passing_sources(n, 0x5eed_0005);
-    let mut hc = Harness::new()?;
+    let mut hc = Harness::new()?.untraced()?;
     hc.dp.xdp_program_mut(PASS_PROG)?.load()?;
     load_geo(&mut hc, &big_table)?;
     ban_all(&mut hc, &banned)?;

@@ -5,7 +5,7 @@
 //!   out of the `ingress_ifindex` device: every repeat is one real frame transmitted on the
 //!   sender's veth, which the peer receives through its NAPI poll (softirq), as frames DMA'd by
 //!   a NIC would arrive. The sender's own work stays in the syscall (system time), so the
-//!   receiver's cost can be read separately (field notes, "Packet generators that work here");
+//!   receiver's cost can be read separately (see "Packet generators" in bench/README.md);
 //! - `return XDP_DROP`, attached to a receiving veth: the cheapest drop XDP can do on that path,
 //!   the floor that any XDP filter's drop sits on.
 //!

@@ -124,8 +124,8 @@ pub fn run(p: &Profile) -> Result<Part> {
     let tracked = p.tracked;
     let cap = (tracked as u32).next_power_of_two();
     let sizes = [(map::FLOWS.name, cap), (map::FAILURES.name, cap)];
-    let mut empty = Harness::with_sizes(&sizes)?;
-    let mut full = Harness::with_sizes(&sizes)?;
+    let mut empty = Harness::with_sizes(&sizes)?.untraced()?;
+    let mut full = Harness::with_sizes(&sizes)?.untraced()?;
     let geo_n = p.geo_sizes[3];
     let table = GeoTable::build(geo_prefixes(geo_n))?;
     let bans = ban_sources(p.bans);
