@@ -90,42 +90,47 @@ impl Spec {
 type Addr = [u8; 16];
 type Scratch = [u8; SCRATCH_LEN + SCRATCH_PAD];
 
-/// The runtime configuration: one entry.
-pub const CONFIG: Spec = Spec::of::<u32, Config>("CONFIG", Kind::Array, Role::Policy, 1);
-/// Trunks and offices.
-pub const ALLOW: Spec = Spec::of::<Addr, u32>("ALLOW", Kind::LpmTrie, Role::Policy, 16_384);
-/// IPv4 geo bitmap words: 2^24 /24s, 64 per word.
-pub const GEO_V4: Spec = Spec::of::<u32, GeoBits>("GEO_V4", Kind::Array, Role::Geo, 1 << 18);
-/// IPv6 geo top level: one entry per /16.
-pub const GEO_V6: Spec = Spec::of::<u32, u32>("GEO_V6", Kind::Array, Role::Geo, 65_536);
-/// Geo nodes below the top levels.
-pub const GEO_NODES: Spec = Spec::of::<GeoKey, u32>("GEO_NODES", Kind::Hash, Role::Geo, 1_048_576);
-/// Active bans issued by the kernel or an operator (exact address / IPv6 prefix).
-pub const BANS: Spec = Spec::of::<Addr, Ban>("BANS", Kind::Hash, Role::Bans, 262_144);
-/// CIDR bans added by an operator.
-pub const BAN_NETS: Spec = Spec::of::<Addr, Ban>("BAN_NETS", Kind::LpmTrie, Role::Bans, 16_384);
-/// Per (source address, port) request state: hundreds of thousands of sources.
-pub const FLOWS: Spec = Spec::of::<FlowKey, Flow>("FLOWS", Kind::LruHash, Role::Tracking, 524_288);
-/// Per source failure counters.
-pub const FAILURES: Spec =
-    Spec::of::<Addr, Failures>("FAILURES", Kind::LruHash, Role::Tracking, 524_288);
-/// Counters, indexed by `Reason`.
-pub const STATS: Spec =
-    Spec::of::<u32, u64>("STATS", Kind::PerCpuArray, Role::Reporting, STATS_SLOTS);
-/// The last run's record on each CPU.
-pub const TRACE: Spec = Spec::of::<u32, Trace>("TRACE", Kind::PerCpuArray, Role::Reporting, 1);
-/// Ban events (size in bytes).
-pub const EVENTS: Spec = Spec::of::<(), ()>("EVENTS", Kind::RingBuf, Role::Reporting, 256 * 1024);
-/// The credential scan's copy of a message.
-pub const SCRATCH: Spec = Spec::of::<u32, Scratch>("SCRATCH", Kind::PerCpuArray, Role::Scratch, 1);
-/// The suspend offset of the kernel's clock.
-pub const CLOCK: Spec = Spec::of::<u32, u64>("CLOCK", Kind::Array, Role::Policy, 1);
+/// Declares each row once: a `pub const` of that name and its place in [`ALL`].
+macro_rules! maps {
+    ($($(#[$doc:meta])* $name:ident: <$k:ty, $v:ty> $kind:ident, $role:ident, $size:expr;)*) => {
+        $($(#[$doc])* pub const $name: Spec =
+            Spec::of::<$k, $v>(stringify!($name), Kind::$kind, Role::$role, $size);)*
 
-/// Every map, in the order `status` shows them.
-pub const ALL: &[Spec] = &[
-    CONFIG, ALLOW, GEO_V4, GEO_V6, GEO_NODES, BANS, BAN_NETS, FLOWS, FAILURES, STATS, TRACE,
-    EVENTS, SCRATCH, CLOCK,
-];
+        /// Every map, in the order `status` shows them (and pins, checks and counts them).
+        pub const ALL: &[Spec] = &[$($name,)*];
+    };
+}
+
+maps! {
+    /// The runtime configuration: one entry.
+    CONFIG: <u32, Config> Array, Policy, 1;
+    /// Active bans issued by the kernel or an operator (exact address / IPv6 prefix).
+    BANS: <Addr, Ban> Hash, Bans, 262_144;
+    /// CIDR bans added by an operator.
+    BAN_NETS: <Addr, Ban> LpmTrie, Bans, 16_384;
+    /// Trunks and offices.
+    ALLOW: <Addr, u32> LpmTrie, Policy, 16_384;
+    /// Per (source address, port) request state: hundreds of thousands of sources.
+    FLOWS: <FlowKey, Flow> LruHash, Tracking, 524_288;
+    /// Per source failure counters.
+    FAILURES: <Addr, Failures> LruHash, Tracking, 524_288;
+    /// IPv4 geo bitmap words: 2^24 /24s, 64 per word.
+    GEO_V4: <u32, GeoBits> Array, Geo, 1 << 18;
+    /// IPv6 geo top level: one entry per /16.
+    GEO_V6: <u32, u32> Array, Geo, 65_536;
+    /// Geo nodes below the top levels.
+    GEO_NODES: <GeoKey, u32> Hash, Geo, 1_048_576;
+    /// Counters, indexed by `Reason`.
+    STATS: <u32, u64> PerCpuArray, Reporting, STATS_SLOTS;
+    /// The last run's record on each CPU.
+    TRACE: <u32, Trace> PerCpuArray, Reporting, 1;
+    /// Ban events (size in bytes).
+    EVENTS: <(), ()> RingBuf, Reporting, 256 * 1024;
+    /// The credential scan's copy of a message.
+    SCRATCH: <u32, Scratch> PerCpuArray, Scratch, 1;
+    /// The suspend offset of the kernel's clock.
+    CLOCK: <u32, u64> Array, Policy, 1;
+}
 
 /// The row of the map called `name`.
 pub fn by_name(name: &str) -> Option<&'static Spec> {
