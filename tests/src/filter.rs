@@ -14,20 +14,25 @@ use crate::{
 /// The `sip-filter` binary, built next to the test executables (`cargo xtask test` builds it),
 /// or next to a binary of this crate (`target/<profile>/demo`).
 pub fn bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let own_dir = exe.parent().unwrap();
-    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
-    let b = [own_dir, own_dir.parent().unwrap()]
-        .iter()
-        .map(|d| d.join("sip-filter"))
-        .find(|b| b.is_file())
-        .unwrap_or_else(|| own_dir.parent().unwrap().join("sip-filter"));
+    let b = bin_path();
     assert!(
         b.exists(),
         "{} missing: build the workspace first",
         b.display()
     );
     b
+}
+
+/// Where the binary should be, whether or not it is there (for cleanup, which must not panic).
+fn bin_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let own_dir = exe.parent().unwrap();
+    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
+    [own_dir, own_dir.parent().unwrap()]
+        .iter()
+        .map(|d| d.join("sip-filter"))
+        .find(|b| b.is_file())
+        .unwrap_or_else(|| own_dir.parent().unwrap().join("sip-filter"))
 }
 
 /// A filter on the PBX side of a link, its daemon, and its files. Drop stops the daemon and
@@ -142,7 +147,7 @@ impl Drop for Filter {
             d.signal(libc::SIGTERM);
             let _ = d.wait_exit(Duration::from_secs(5));
         }
-        let _ = Command::new(bin())
+        let _ = Command::new(bin_path())
             .args(["detach", "--iface", &self.link.pbx_if])
             .output();
     }

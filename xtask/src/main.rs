@@ -177,6 +177,15 @@ fn exec_tests_bin(name: &str, args: &[String]) -> Result<()> {
         bail!("`{name}` is not built yet: the `tests` crate has no `{name}` binary");
     }
     setup::run_setup()?;
+    // The demo and the lab benchmarks run the daemon: its binary goes next to theirs.
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sip-filter",
+        "--bin",
+        "sip-filter",
+    ]))?;
     let mut cmd = cargo();
     cmd.args(["run", "--release", "-p", "tests", "--bin", name, "--"])
         .args(args);
