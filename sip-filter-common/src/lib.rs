@@ -150,6 +150,18 @@ impl BanReason {
             Self::Manual => "manual",
         }
     }
+
+    /// The counter of the kernel's bans for this reason (operators' bans are not counted).
+    pub const fn counter(self) -> Option<Reason> {
+        match self {
+            Self::AuthFailures => Some(Reason::BansAuth),
+            Self::NotFound => Some(Reason::BansScan),
+            Self::Manual => None,
+        }
+    }
+
+    /// Every reason, for reports that list them all.
+    pub const ALL: [BanReason; 3] = [Self::AuthFailures, Self::NotFound, Self::Manual];
 }
 
 /// Value of `BANS` (key: masked source address) and `BAN_NETS` (key: LPM prefix).

@@ -6,7 +6,7 @@
 
 /// Declares [`Reason`] with its name and explanation, in `STATS` order.
 macro_rules! reasons {
-    ($($(#[$doc:meta])* $variant:ident = $name:literal, $explain:literal;)*) => {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal, $action:literal, $explain:literal;)*) => {
         /// A counter in `STATS`, and the reason a program gives for what it did.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,52 +31,63 @@ macro_rules! reasons {
                     $(Reason::$variant => $explain,)*
                 }
             }
+
+            /// What the counter is about, the `action` label of its metric: `pass` and
+            /// `drop` for the XDP verdicts, `seen`, `inspect` (what a passed packet was),
+            /// `answer` (the PBX's responses), `count` (failures) and `ban`.
+            pub const fn action(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $action,)*
+                }
+            }
         }
     };
 }
 
 reasons! {
     // --- XDP ingress: every packet, then exactly one verdict ---------------------------------
-    Seen = "seen", "packets the XDP program saw";
+    Seen = "seen", "seen", "packets the XDP program saw";
     /// Verdict: passed (every pass except allowlisted ones).
-    Passed = "passed", "packets passed (not allowlisted, not dropped)";
+    Passed = "passed", "pass", "packets passed (not allowlisted, not dropped)";
     /// Verdict: passed because the source is allowlisted (a ban or geo block did not apply).
-    Allowlisted = "allowlisted", "packets passed because the source is allowlisted";
+    Allowlisted = "allowlisted", "pass", "packets passed because the source is allowlisted";
     /// Verdict: dropped, the source is banned.
-    DroppedBanned = "dropped_banned", "packets dropped because the source is banned";
+    DroppedBanned = "dropped_banned", "drop", "packets dropped because the source is banned";
     /// Verdict: dropped, the source is in a geo-blocked network.
-    DroppedGeo = "dropped_geo", "packets dropped because the source is geo-blocked";
+    DroppedGeo = "dropped_geo", "drop", "packets dropped because the source is geo-blocked";
     /// Verdict: passed, a header is cut short or invalid.
-    Malformed = "malformed", "packets passed uninspected because a header is cut short or invalid";
+    Malformed = "malformed", "pass", "packets passed uninspected because a header is cut short or invalid";
 
     // --- XDP ingress: what a passed packet was -----------------------------------------------
-    NotIp = "not_ip", "frames that are neither IPv4 nor IPv6";
-    NonFirstFragment = "non_first_fragment", "non-first IP fragments (judged by address only)";
-    NonSipOnSipPort = "non_sip_on_sip_port", "UDP payloads on a SIP port that are not SIP (keep-alives, STUN)";
-    ResponseIn = "resp_in", "SIP responses sent to the PBX (answers to its own requests, not tracked)";
-    ReqRegister = "req_register", "REGISTER requests inspected";
-    ReqInvite = "req_invite", "INVITE requests inspected";
-    ReqOptions = "req_options", "OPTIONS requests inspected";
-    ReqSubscribe = "req_subscribe", "SUBSCRIBE requests inspected";
-    ReqMessage = "req_message", "MESSAGE requests inspected";
-    ReqOther = "req_other", "requests of other methods inspected";
-    ReqWithCreds = "req_with_credentials", "requests carrying Authorization or Proxy-Authorization";
-    ReqCredsUnknown = "req_credentials_unknown", "requests whose header section did not end in the scanned bytes (counted as credentialed)";
+    NotIp = "not_ip", "inspect", "frames that are neither IPv4 nor IPv6";
+    NonFirstFragment = "non_first_fragment", "inspect", "non-first IP fragments (judged by address only)";
+    NonSipOnSipPort = "non_sip_on_sip_port", "inspect", "UDP payloads on a SIP port that are not SIP (keep-alives, STUN)";
+    ResponseIn = "resp_in", "answer", "SIP responses sent to the PBX (answers to its own requests, not tracked)";
+    ReqRegister = "req_register", "inspect", "REGISTER requests inspected";
+    ReqInvite = "req_invite", "inspect", "INVITE requests inspected";
+    ReqOptions = "req_options", "inspect", "OPTIONS requests inspected";
+    ReqSubscribe = "req_subscribe", "inspect", "SUBSCRIBE requests inspected";
+    ReqMessage = "req_message", "inspect", "MESSAGE requests inspected";
+    ReqOther = "req_other", "inspect", "requests of other methods inspected";
+    ReqWithCreds = "req_with_credentials", "inspect", "requests carrying Authorization or Proxy-Authorization";
+    ReqCredsUnknown = "req_credentials_unknown", "inspect", "requests whose header section did not end in the scanned bytes (counted as credentialed)";
 
     // --- TC egress: the PBX's answers and what they caused -----------------------------------
-    EgressSeen = "egress_seen", "packets the TC egress program saw";
-    Resp1xx = "resp_1xx", "provisional answers from the PBX";
-    Resp2xx = "resp_2xx", "success answers from the PBX";
-    Resp3xx = "resp_3xx", "redirect answers from the PBX";
-    Resp4xx = "resp_4xx", "client-error answers from the PBX";
-    Resp5xx = "resp_5xx", "server-error answers from the PBX";
-    Resp6xx = "resp_6xx", "global-failure answers from the PBX";
-    AuthFailures = "auth_failures", "authentication failures counted (403, or 401/407 to a credentialed request)";
-    NotFound = "not_found", "404s to REGISTER/INVITE counted (extension scans)";
-    AuthResets = "auth_resets", "failure counts reset by a 2xx to a credentialed request";
-    BansIssued = "bans_issued", "bans the kernel issued at a threshold";
-    BanMapFull = "ban_map_full", "bans not issued because the ban map is full";
-    EventsLost = "events_lost", "ban events lost because the ring buffer was full";
+    EgressSeen = "egress_seen", "seen", "packets the TC egress program saw";
+    Resp1xx = "resp_1xx", "answer", "provisional answers from the PBX";
+    Resp2xx = "resp_2xx", "answer", "success answers from the PBX";
+    Resp3xx = "resp_3xx", "answer", "redirect answers from the PBX";
+    Resp4xx = "resp_4xx", "answer", "client-error answers from the PBX";
+    Resp5xx = "resp_5xx", "answer", "server-error answers from the PBX";
+    Resp6xx = "resp_6xx", "answer", "global-failure answers from the PBX";
+    AuthFailures = "auth_failures", "count", "authentication failures counted (403, or 401/407 to a credentialed request)";
+    NotFound = "not_found", "count", "404s to REGISTER/INVITE counted (extension scans)";
+    AuthResets = "auth_resets", "count", "failure counts reset by a 2xx to a credentialed request";
+    BansIssued = "bans_issued", "ban", "bans the kernel issued at a threshold";
+    BansAuth = "bans_auth_failures", "ban", "bans the kernel issued for authentication failures";
+    BansScan = "bans_extension_scan", "ban", "bans the kernel issued for extension scans";
+    BanMapFull = "ban_map_full", "ban", "bans not issued because the ban map is full";
+    EventsLost = "events_lost", "ban", "ban events lost because the ring buffer was full";
 }
 
 /// Slots in `STATS`: room for counters added later without resizing a pinned map.
@@ -125,13 +136,6 @@ impl Reason {
 
     /// True for the verdicts of the XDP program (exactly one is counted per packet).
     pub const fn is_verdict(self) -> bool {
-        matches!(
-            self,
-            Reason::Passed
-                | Reason::Allowlisted
-                | Reason::DroppedBanned
-                | Reason::DroppedGeo
-                | Reason::Malformed
-        )
+        matches!(self.action().as_bytes(), b"pass" | b"drop")
     }
 }

@@ -156,6 +156,9 @@ fn ban(
         return Some(Reason::BanMapFull);
     }
     count(Reason::BansIssued);
+    if let Some(r) = reason.counter() {
+        count(r);
+    }
     match EVENTS.reserve::<BanEvent>(0) {
         Some(mut e) => {
             e.write(BanEvent {

@@ -1,7 +1,7 @@
 //! The TOML configuration file: every key optional, with the defaults documented in
 //! `sip-filter.example.toml`.
 use std::{
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -107,6 +107,13 @@ pub struct Geo {
     pub cidr_files: Vec<PathBuf>,
 }
 
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Address and port of `/metrics`; `None` (the default) serves nothing.
+    pub listen: Option<SocketAddr>,
+}
+
 /// Everything the configuration file says, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -115,6 +122,7 @@ pub struct Settings {
     pub enumeration: Threshold,
     pub allow: Vec<IpNet>,
     pub geo: Geo,
+    pub metrics: Metrics,
 }
 
 impl Default for Settings {
@@ -138,6 +146,7 @@ impl Default for Settings {
             },
             allow: Vec::new(),
             geo: Geo::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -275,6 +284,20 @@ impl Settings {
             }
             s.geo.cidr_files = paths;
         }
+
+        if let Some(v) = &raw.metrics.listen {
+            let text = cx.string("listen", v)?;
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                cx.at(
+                    v.span(),
+                    format!(
+                        "listen: {text:?} is not an address and port, e.g. \"127.0.0.1:9754\" \
+                         or \"[::1]:9754\""
+                    ),
+                )
+            })?;
+            s.metrics.listen = Some(addr);
+        }
         Ok(s)
     }
 
@@ -329,6 +352,8 @@ struct RawFile {
     allow: RawAllow,
     #[serde(default)]
     geo: RawGeo,
+    #[serde(default)]
+    metrics: RawMetrics,
 }
 
 #[derive(Deserialize, Default)]
@@ -369,6 +394,12 @@ struct RawGeo {
     block_countries: Option<List>,
     allow_countries: Option<List>,
     cidr_files: Option<List>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [metrics] table")]
+struct RawMetrics {
+    listen: Option<Val>,
 }
 
 /// An array whose elements keep their own spans. (A plain `Vec` would do, but serde would
@@ -733,6 +764,9 @@ cidrs = ["198.51.100.0/24", "2001:db8:100::/48", "203.0.113.7", "2001:db8::1", "
 database = "/usr/share/GeoIP/GeoLite2-Country.mmdb"
 block_countries = ["ps", "AL"]
 cidr_files = ["/etc/sip-filter/blocked.zone", "other.zone"]
+
+[metrics]
+listen = "127.0.0.1:9754"
 "#,
         );
         assert_eq!(
@@ -767,6 +801,9 @@ cidr_files = ["/etc/sip-filter/blocked.zone", "other.zone"]
                     block_countries: vec!["PS".into(), "AL".into()],
                     allow_countries: vec![],
                     cidr_files: vec!["/etc/sip-filter/blocked.zone".into(), "other.zone".into()],
+                },
+                metrics: Metrics {
+                    listen: Some("127.0.0.1:9754".parse().unwrap()),
                 },
             }
         );
@@ -846,6 +883,23 @@ cidr_files = ["/etc/sip-filter/blocked.zone", "other.zone"]
     }
 
     #[test]
+    fn metrics_listen() {
+        assert_eq!(
+            parse("[metrics]\nlisten = \"[::1]:9754\"\n").metrics.listen,
+            Some("[::1]:9754".parse().unwrap())
+        );
+        assert_eq!(
+            err("[metrics]\nlisten = \"localhost\"\n"),
+            "sip-filter.toml:2:10: listen: \"localhost\" is not an address and port, e.g. \
+             \"127.0.0.1:9754\" or \"[::1]:9754\""
+        );
+        assert_eq!(
+            err("[metrics]\nport = 9754\n"),
+            "sip-filter.toml:2:1: unknown key `port`, expected `listen`"
+        );
+    }
+
+    #[test]
     fn syntax_errors() {
         assert_eq!(
             err("[sip]\nports = [5060\n"),
@@ -876,7 +930,7 @@ cidr_files = ["/etc/sip-filter/blocked.zone", "other.zone"]
         assert_eq!(
             err("[sip]\nports = [5060]\n\n[jail]\nmaxretry = 3\n"),
             "sip-filter.toml:4:2: unknown key `jail`, expected one of `sip`, `auth`, \
-             `enumeration`, `allow`, `geo`"
+             `enumeration`, `allow`, `geo`, `metrics`"
         );
         assert_eq!(
             err("[auth]\nmaxretry = 3\n"),

@@ -23,7 +23,7 @@ use crate::{
     geo::GeoTable,
     iface,
     maps::{self, Maps as _},
-    pidfile, pins, privilege, rules,
+    metrics, pidfile, pins, privilege, rules,
 };
 
 pub struct RunArgs {
@@ -50,6 +50,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         );
     }
     let settings = load_settings(args.config.as_deref())?;
+    let metrics_listener = match settings.metrics.listen {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     pins::ensure_bpffs()?;
     let dir = pins::dir(&args.iface);
     let restart = dir.join(map::CONFIG.name).exists();
@@ -66,6 +70,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut geo = rules::apply(&mut dp, &settings, &old_geo)?;
     attach::attach(&mut dp, &args.iface, args.mode, &dir)?;
     pidfile::write(&args.iface, args.mode.as_str())?;
+    if let Some(l) = metrics_listener {
+        metrics::spawn(l, dir.clone())?;
+    }
     let bans_now = bans::list(&mut dp)?.len();
     info!(
         iface = %args.iface,
@@ -111,6 +118,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 match reload(&mut dp, args.config.as_deref(), &geo) {
                     Ok((s, g)) => {
                         info!(geo_prefixes = g.prefixes, allow = s.allow.len(), "configuration reloaded");
+                        if s.metrics != settings.metrics {
+                            warn!("[metrics] changed: restart the daemon to apply it");
+                        }
                         settings = s;
                         geo = g;
                     }

@@ -106,6 +106,12 @@ pub trait Maps {
         Ok(raw::keys(data, spec.key_size)?.len())
     }
 
+    /// The map's capacity as loaded (a deployment may resize the hash maps).
+    fn max_entries(&mut self, spec: &Spec) -> Result<u32> {
+        let (data, _) = map_data(self.map_mut(spec.name)?)?;
+        Ok(data.info()?.max_entries())
+    }
+
     /// Deletes every entry of a map whose entries come and go.
     fn clear(&mut self, spec: &Spec) -> Result<()> {
         let (data, _) = map_data(self.map_mut(spec.name)?)?;

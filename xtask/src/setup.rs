@@ -42,6 +42,9 @@ pub const APT_PACKAGES: &[&str] = &[
     // `cargo xtask bench` part 3: fail2ban against sip-filter (pyinotify: its inotify backend).
     "fail2ban",
     "python3-pyinotify",
+    // The metrics tests: promtool checks the exposition, curl scrapes it.
+    "prometheus",
+    "curl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -63,7 +63,7 @@ pub fn status(iface: Option<&str>, json: bool) -> Result<()> {
         daemon_pid: pidfile::daemon_pid(&iface),
         program_ids,
         bans: bans::list(&mut maps)?.len(),
-        maps: fills(&mut maps, &dir)?,
+        maps: fills(&mut maps)?,
         iface,
     };
     if json {
@@ -95,14 +95,13 @@ pub fn status(iface: Option<&str>, json: bool) -> Result<()> {
 }
 
 /// Fill levels of the maps whose entries come and go.
-fn fills(maps: &mut Pinned, dir: &std::path::Path) -> Result<Vec<MapFill>> {
+fn fills(maps: &mut Pinned) -> Result<Vec<MapFill>> {
     let mut out = Vec::new();
     for spec in map::ALL.iter().filter(|s| s.kind.has_entries()) {
-        let info = aya::maps::MapInfo::from_pin(dir.join(spec.name))?;
         out.push(MapFill {
             name: spec.name,
             entries: maps.count_entries(spec)?,
-            max_entries: info.max_entries(),
+            max_entries: maps.max_entries(spec)?,
         });
     }
     Ok(out)
