@@ -1,5 +1,5 @@
-//! XDP ingress verdict: allowlist, ban, geo, then SIP request inspection. One exit counts the
-//! verdict and records it (with what the packet was) in the trace.
+//! XDP ingress verdict: allowlist, ban, geo, then SIP request inspection. Every verdict leaves
+//! through `exit`, which counts it and records it (with what the packet was) in the trace.
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     helpers::generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},

@@ -16,27 +16,42 @@ use crate::{
 /// The exposition format served (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Creates a metric family and registers it: what every metric below does first.
+fn family<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    new: impl FnOnce(Opts, &[&str]) -> prometheus::Result<M>,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<M> {
+    let m = new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(m.clone()))?;
+    Ok(m)
+}
+
 /// Renders every metric from the maps of a filter.
 pub fn render(maps: &mut impl Maps) -> Result<String> {
-    let registry = Registry::new();
-    let packets = IntCounterVec::new(
-        Opts::new(
-            "sipfilter_packets_total",
-            "Packets and events the dataplane counted, by reason (see `sip-filter stats`).",
-        ),
+    let r = Registry::new();
+    let counters = maps.stats()?;
+
+    let packets = family(
+        &r,
+        IntCounterVec::new,
+        "sipfilter_packets_total",
+        "Packets and events the dataplane counted, by reason (see `sip-filter stats`).",
         &["action", "reason"],
     )?;
-    let counters = maps.stats()?;
-    for (r, v) in Reason::ALL.iter().zip(counters) {
-        packets.with_label_values(&[r.action(), r.name()]).inc_by(v);
+    for (reason, v) in Reason::ALL.iter().zip(counters) {
+        packets
+            .with_label_values(&[reason.action(), reason.name()])
+            .inc_by(v);
     }
-    registry.register(Box::new(packets.clone()))?;
 
-    let issued = IntCounterVec::new(
-        Opts::new(
-            "sipfilter_bans_total",
-            "Bans the kernel issued at a threshold, by reason (operators' bans are not counted).",
-        ),
+    let issued = family(
+        &r,
+        IntCounterVec::new,
+        "sipfilter_bans_total",
+        "Bans the kernel issued at a threshold, by reason (operators' bans are not counted).",
         &["reason"],
     )?;
     for reason in BanReason::ALL {
@@ -46,13 +61,12 @@ pub fn render(maps: &mut impl Maps) -> Result<String> {
                 .inc_by(counters[c as usize]);
         }
     }
-    registry.register(Box::new(issued.clone()))?;
 
-    let active = IntGaugeVec::new(
-        Opts::new(
-            "sipfilter_active_bans",
-            "Bans in force, by reason and address family.",
-        ),
+    let active = family(
+        &r,
+        IntGaugeVec::new,
+        "sipfilter_active_bans",
+        "Bans in force, by reason and address family.",
         &["reason", "family"],
     )?;
     for reason in BanReason::ALL {
@@ -64,20 +78,19 @@ pub fn render(maps: &mut impl Maps) -> Result<String> {
         let family = if b.addr.contains(':') { "ipv6" } else { "ipv4" };
         active.with_label_values(&[&b.reason, family]).inc();
     }
-    registry.register(Box::new(active.clone()))?;
 
-    let entries = IntGaugeVec::new(
-        Opts::new(
-            "sipfilter_map_entries",
-            "Entries in a map of the dataplane.",
-        ),
+    let entries = family(
+        &r,
+        IntGaugeVec::new,
+        "sipfilter_map_entries",
+        "Entries in a map of the dataplane.",
         &["map"],
     )?;
-    let capacity = IntGaugeVec::new(
-        Opts::new(
-            "sipfilter_map_capacity",
-            "Entries a map of the dataplane can hold.",
-        ),
+    let capacity = family(
+        &r,
+        IntGaugeVec::new,
+        "sipfilter_map_capacity",
+        "Entries a map of the dataplane can hold.",
         &["map"],
     )?;
     for spec in map::ALL.iter().filter(|s| s.kind.has_entries()) {
@@ -88,18 +101,19 @@ pub fn render(maps: &mut impl Maps) -> Result<String> {
             .with_label_values(&[spec.name])
             .set(i64::from(maps.max_entries(spec)?));
     }
-    registry.register(Box::new(entries.clone()))?;
-    registry.register(Box::new(capacity.clone()))?;
 
-    let build = IntGaugeVec::new(
-        Opts::new("sipfilter_build_info", "The running sip-filter's version."),
+    family(
+        &r,
+        IntGaugeVec::new,
+        "sipfilter_build_info",
+        "The running sip-filter's version.",
         &["version"],
-    )?;
-    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-    registry.register(Box::new(build.clone()))?;
+    )?
+    .with_label_values(&[env!("CARGO_PKG_VERSION")])
+    .set(1);
 
     let mut out = Vec::new();
-    TextEncoder::new().encode(&registry.gather(), &mut out)?;
+    TextEncoder::new().encode(&r.gather(), &mut out)?;
     Ok(String::from_utf8(out)?)
 }
 

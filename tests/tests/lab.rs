@@ -77,10 +77,14 @@ fn s0_the_lab_pbx_answers_like_a_registrar() {
         .iter()
         .map(|s| (s.creds, s.code))
         .collect();
+    // svcrack resends its first, unauthenticated REGISTER when the challenge is slow to come
+    // (UDP retransmission on a loaded machine): one or more challenges, then the guesses.
+    let challenges = answers.iter().take_while(|a| **a == (false, 401)).count();
+    assert!(challenges >= 1, "challenged first: {answers:?}");
     assert_eq!(
-        answers,
-        [(false, 401), (true, 401), (true, 401), (true, 200)],
-        "challenge, two wrong passwords, the right one"
+        answers[challenges..],
+        [(true, 401), (true, 401), (true, 200)],
+        "challenge, two wrong passwords, the right one: {answers:?}"
     );
 
     // 102's own password, sent to register 101: 403.
