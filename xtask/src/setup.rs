@@ -45,6 +45,8 @@ pub const APT_PACKAGES: &[&str] = &[
     // The metrics tests: promtool checks the exposition, curl scrapes it.
     "prometheus",
     "curl",
+    // The manual page test renders it with groff.
+    "groff-base",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -2,6 +2,7 @@
 //! The policy they apply lives in the library (`bans`, `allow`, `rules`, `geo_source`).
 mod allow;
 mod ban;
+mod docs;
 mod geo;
 mod replay;
 mod run;
@@ -65,6 +66,13 @@ enum Cmd {
     },
     /// Run a pcap/pcapng capture through the filter's programs on private maps (like fail2ban-regex).
     Replay(replay::ReplayArgs),
+    /// Print a shell completion script (e.g. `sip-filter completions bash > /etc/bash_completion.d/sip-filter`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page, sip-filter(8), in roff (`sip-filter man | man -l -`).
+    Man {
+        /// A subcommand's own page instead (`sip-filter man ban`: sip-filter-ban(8)).
+        subcommand: Option<String>,
+    },
 }
 
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -79,6 +87,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Stats { json } => stats::stats(iface, json),
         Cmd::Status { json } => stats::status(iface, json),
         Cmd::Replay(args) => replay::replay(args),
+        Cmd::Completions { shell } => docs::completions(shell),
+        Cmd::Man { subcommand } => docs::man(subcommand.as_deref()),
     }
 }
 
