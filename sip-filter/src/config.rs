@@ -114,6 +114,13 @@ pub struct Metrics {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[notify]`: where bans and unbans are reported.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notify {
+    /// An `http://` or `https://` URL each event is POSTed to as JSON; `None` sends nothing.
+    pub webhook: Option<String>,
+}
+
 /// Everything the configuration file says, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -123,6 +130,7 @@ pub struct Settings {
     pub allow: Vec<IpNet>,
     pub geo: Geo,
     pub metrics: Metrics,
+    pub notify: Notify,
 }
 
 impl Default for Settings {
@@ -147,6 +155,7 @@ impl Default for Settings {
             allow: Vec::new(),
             geo: Geo::default(),
             metrics: Metrics::default(),
+            notify: Notify::default(),
         }
     }
 }
@@ -298,6 +307,24 @@ impl Settings {
             })?;
             s.metrics.listen = Some(addr);
         }
+
+        if let Some(v) = &raw.notify.webhook {
+            let text = cx.string("webhook", v)?;
+            let ok = text
+                .parse::<ureq::http::Uri>()
+                .ok()
+                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            if ok.is_none() {
+                return Err(cx.at(
+                    v.span(),
+                    format!(
+                        "webhook: {text:?} is not an http:// or https:// URL, e.g. \
+                         \"http://127.0.0.1:8080/sip-filter\""
+                    ),
+                ));
+            }
+            s.notify.webhook = Some(text.to_string());
+        }
         Ok(s)
     }
 
@@ -354,6 +381,8 @@ struct RawFile {
     geo: RawGeo,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    notify: RawNotify,
 }
 
 #[derive(Deserialize, Default)]
@@ -400,6 +429,12 @@ struct RawGeo {
 #[serde(deny_unknown_fields, expecting = "a [metrics] table")]
 struct RawMetrics {
     listen: Option<Val>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [notify] table")]
+struct RawNotify {
+    webhook: Option<Val>,
 }
 
 /// An array whose elements keep their own spans. (A plain `Vec` would do, but serde would
@@ -767,6 +802,9 @@ cidr_files = ["/etc/sip-filter/blocked.zone", "other.zone"]
 
 [metrics]
 listen = "127.0.0.1:9754"
+
+[notify]
+webhook = "https://hooks.example.com/sip"
 "#,
         );
         assert_eq!(
@@ -804,6 +842,9 @@ listen = "127.0.0.1:9754"
                 },
                 metrics: Metrics {
                     listen: Some("127.0.0.1:9754".parse().unwrap()),
+                },
+                notify: Notify {
+                    webhook: Some("https://hooks.example.com/sip".into()),
                 },
             }
         );
@@ -900,6 +941,16 @@ listen = "127.0.0.1:9754"
     }
 
     #[test]
+    fn notify_webhook() {
+        assert_eq!(
+            err("[notify]\nwebhook = \"ftp://x/y\"\n"),
+            "sip-filter.toml:2:11: webhook: \"ftp://x/y\" is not an http:// or https:// URL, \
+             e.g. \"http://127.0.0.1:8080/sip-filter\""
+        );
+        assert!(err("[notify]\nwebhook = \"not a url\"\n").contains("is not an http://"));
+    }
+
+    #[test]
     fn syntax_errors() {
         assert_eq!(
             err("[sip]\nports = [5060\n"),
@@ -930,7 +981,7 @@ listen = "127.0.0.1:9754"
         assert_eq!(
             err("[sip]\nports = [5060]\n\n[jail]\nmaxretry = 3\n"),
             "sip-filter.toml:4:2: unknown key `jail`, expected one of `sip`, `auth`, \
-             `enumeration`, `allow`, `geo`, `metrics`"
+             `enumeration`, `allow`, `geo`, `metrics`, `notify`"
         );
         assert_eq!(
             err("[auth]\nmaxretry = 3\n"),

@@ -23,7 +23,9 @@ use crate::{
     geo::GeoTable,
     iface,
     maps::{self, Maps as _},
-    metrics, pidfile, pins, privilege, rules,
+    metrics,
+    notify::{Event, Notifier},
+    pidfile, pins, privilege, rules,
 };
 
 pub struct RunArgs {
@@ -50,6 +52,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         );
     }
     let settings = load_settings(args.config.as_deref())?;
+    let notifier = settings.notify.webhook.clone().map(Notifier::start);
     let metrics_listener = match settings.metrics.listen {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
@@ -100,7 +103,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain_events(guard.get_inner_mut(), &settings);
+                drain_events(guard.get_inner_mut(), &settings, &args.iface, notifier.as_ref());
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -110,6 +113,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 match bans::expire(&mut dp) {
                     Ok(gone) => for b in gone {
                         info!(addr = %b.addr, reason = %b.reason, "unbanned: ban expired");
+                        if let Some(n) = &notifier {
+                            n.send(Event {
+                                event: "unban",
+                                iface: args.iface.clone(),
+                                addr: b.addr,
+                                reason: b.reason,
+                                failures: b.failures,
+                                time: now_rfc3339(),
+                                until: None,
+                            });
+                        }
                     },
                     Err(e) => warn!("expiring bans: {e:#}"),
                 }
@@ -118,8 +132,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 match reload(&mut dp, args.config.as_deref(), &geo) {
                     Ok((s, g)) => {
                         info!(geo_prefixes = g.prefixes, allow = s.allow.len(), "configuration reloaded");
-                        if s.metrics != settings.metrics {
-                            warn!("[metrics] changed: restart the daemon to apply it");
+                        if s.metrics != settings.metrics || s.notify != settings.notify {
+                            warn!("[metrics] or [notify] changed: restart the daemon to apply it");
                         }
                         settings = s;
                         geo = g;
@@ -146,17 +160,30 @@ fn reload(dp: &mut Dataplane, path: Option<&Path>, geo: &GeoTable) -> Result<(Se
     Ok((s, g))
 }
 
-fn drain_events(ring: &mut RingBuf<MapData>, settings: &Settings) {
+fn drain_events(
+    ring: &mut RingBuf<MapData>,
+    settings: &Settings,
+    iface: &str,
+    notifier: Option<&Notifier>,
+) {
     let (events, short) = maps::drain_events(ring);
     if short > 0 {
         warn!(short, "short ban events");
     }
     for e in &events {
-        log_ban(e, settings);
+        let event = log_ban(e, settings, iface);
+        if let Some(n) = notifier {
+            n.send(event);
+        }
     }
 }
 
-fn log_ban(e: &BanEvent, settings: &Settings) {
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Logs a ban the kernel issued; returns it as a notification.
+fn log_ban(e: &BanEvent, settings: &Settings, iface: &str) -> Event {
     let ip = addr::from_key(e.addr);
     let who = match ip {
         std::net::IpAddr::V6(_) => format!("{ip}/{}", settings.sip.ipv6_prefix),
@@ -181,4 +208,13 @@ fn log_ban(e: &BanEvent, settings: &Settings) {
         e.failures,
         window.as_secs_f64()
     );
+    Event {
+        event: "ban",
+        iface: iface.to_string(),
+        addr: who,
+        reason: reason.to_string(),
+        failures: e.failures,
+        time: now_rfc3339(),
+        until: (e.expires_ns != 0).then(|| until.to_string()),
+    }
 }

@@ -12,6 +12,7 @@ pub mod geo_source;
 pub mod iface;
 pub mod maps;
 pub mod metrics;
+pub mod notify;
 pub mod pidfile;
 pub mod pins;
 pub mod privilege;

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use crate::{
     bans,
     maps::{Maps, Pinned},
+    notify,
 };
 
 /// The exposition format served (Prometheus text format 0.0.4).
@@ -100,6 +101,24 @@ pub fn render(maps: &mut impl Maps) -> Result<String> {
         capacity
             .with_label_values(&[spec.name])
             .set(i64::from(maps.max_entries(spec)?));
+    }
+
+    let notifications = family(
+        &r,
+        IntCounterVec::new,
+        "sipfilter_notifications_total",
+        "Webhook notifications since the daemon started, by outcome (sent, failed after retries, \
+         dropped: queue full).",
+        &["outcome"],
+    )?;
+    for (outcome, n) in [
+        ("sent", &notify::SENT),
+        ("failed", &notify::FAILED),
+        ("dropped", &notify::DROPPED),
+    ] {
+        notifications
+            .with_label_values(&[outcome])
+            .inc_by(n.load(std::sync::atomic::Ordering::Relaxed));
     }
 
     family(
