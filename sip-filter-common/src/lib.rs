@@ -151,17 +151,23 @@ impl BanReason {
         }
     }
 
-    /// The counter of the kernel's bans for this reason (operators' bans are not counted).
+    /// The counter of the bans made for this reason (the kernel counts its own, `bans::add`
+    /// the operators').
     pub const fn counter(self) -> Option<Reason> {
         match self {
             Self::AuthFailures => Some(Reason::BansAuth),
             Self::NotFound => Some(Reason::BansScan),
-            Self::Manual => None,
+            Self::Manual => Some(Reason::BansManual),
         }
     }
 
     /// Every reason, for reports that list them all.
     pub const ALL: [BanReason; 3] = [Self::AuthFailures, Self::NotFound, Self::Manual];
+
+    /// The reason named `name` (what `as_str` gives; the state file stores names).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
 }
 
 /// Value of `BANS` (key: masked source address) and `BAN_NETS` (key: LPM prefix).

@@ -88,6 +88,9 @@ reasons! {
     BansScan = "bans_extension_scan", "ban", "bans the kernel issued for extension scans";
     BanMapFull = "ban_map_full", "ban", "bans not issued because the ban map is full";
     EventsLost = "events_lost", "ban", "ban events lost because the ring buffer was full";
+    // Counted by userspace (`bans::add`), in CPU 0's slot, so that the pinned counters hold
+    // every ban however it was made.
+    BansManual = "bans_manual", "ban", "bans an operator added (`ban add`)";
 }
 
 /// Slots in `STATS`: room for counters added later without resizing a pinned map.

@@ -71,7 +71,7 @@ pub fn add(
     let expires = duration.map(|d| now + d.as_nanos() as u64).unwrap_or(0);
     let ban = Ban::manual(now, expires, note(reason));
     let v6 = v6_prefix(maps)?;
-    match slot(target, v6) {
+    let added = match slot(target, v6) {
         Slot::Exact(k) => {
             maps.bans()?
                 .insert(k, ban, 0)
@@ -85,7 +85,11 @@ pub fn add(
             maps.update_config(|c| c.ban_nets_active = 1)?;
             Ok(target.to_string())
         }
+    };
+    if added.is_ok() {
+        maps.count(sip_filter_common::Reason::BansManual)?;
     }
+    added
 }
 
 /// Lifts the ban on `target` and forgets its failures, so it is not banned again at once.
@@ -117,26 +121,45 @@ pub struct Entry {
     pub created: String,
     /// None for a permanent ban.
     pub expires_in_secs: Option<u64>,
+    /// Bans of this source remembered, this one included (from the state file; 0 when the CLI
+    /// cannot read it).
+    pub offences: u32,
     #[serde(skip)]
     pub expires_ns: u64,
+    #[serde(skip)]
+    pub created_ns: u64,
 }
 
-fn entry(target: String, b: &Ban, now: u64) -> Entry {
+pub fn entry(target: String, b: &Ban, now: u64) -> Entry {
     let reason = BanReason::from_u8(b.reason)
         .map(BanReason::as_str)
         .unwrap_or("unknown");
-    let text_end = b.note.iter().position(|c| *c == 0).unwrap_or(b.note.len());
-    let note = String::from_utf8_lossy(&b.note[..text_end]).into_owned();
     Entry {
         addr: target,
         reason: reason.to_string(),
-        note: (!note.is_empty()).then_some(note),
+        note: note_text(b),
         failures: b.failures,
         created: humantime::format_rfc3339_seconds(clock::to_wall(b.created_ns)).to_string(),
         expires_in_secs: (b.expires_ns != 0)
             .then(|| b.expires_ns.saturating_sub(now) / 1_000_000_000),
+        offences: 0,
         expires_ns: b.expires_ns,
+        created_ns: b.created_ns,
     }
+}
+
+/// The name a ban of `target` is kept under (`ban list`'s `addr`).
+pub fn name_of(maps: &mut impl Maps, target: IpNet) -> Result<String> {
+    let v6 = v6_prefix(maps)?;
+    Ok(match slot(target, v6) {
+        Slot::Exact(k) => exact_name(k, v6),
+        Slot::Net(..) => target.to_string(),
+    })
+}
+
+/// The target a kernel ban event names (its key is the masked source address).
+pub fn target_of_key(maps: &mut impl Maps, k: [u8; 16]) -> Result<String> {
+    Ok(exact_name(k, v6_prefix(maps)?))
 }
 
 fn exact_name(k: [u8; 16], v6_prefix: u8) -> String {
@@ -147,29 +170,71 @@ fn exact_name(k: [u8; 16], v6_prefix: u8) -> String {
     }
 }
 
-/// Bans in force (expired ones are left out: the kernel ignores them too).
-pub fn list(maps: &mut impl Maps) -> Result<Vec<Entry>> {
-    let now = clock::boot_ns();
+/// Every ban in the maps, expired or not, with its target as `ban list` names it.
+pub fn snapshot(maps: &mut impl Maps) -> Result<Vec<(String, Ban)>> {
     let v6 = v6_prefix(maps)?;
     let mut out = Vec::new();
     for item in maps.bans()?.iter() {
         let (k, b) = item?;
-        if b.active_at(now) {
-            out.push(entry(exact_name(k, v6), &b, now));
-        }
+        out.push((exact_name(k, v6), b));
     }
     for item in maps.ban_nets()?.iter() {
         let (k, b) = item?;
-        if b.active_at(now) {
-            out.push(entry(
-                addr::lpm_to_net(k.prefix_len(), k.data()).to_string(),
-                &b,
-                now,
-            ));
+        out.push((addr::lpm_to_net(k.prefix_len(), k.data()).to_string(), b));
+    }
+    Ok(out)
+}
+
+/// The ban of one target as `ban list` names it, if the maps hold one.
+pub fn get(maps: &mut impl Maps, target: &str) -> Result<Option<Ban>> {
+    let v6 = v6_prefix(maps)?;
+    Ok(match slot(parse_target(target)?, v6) {
+        Slot::Exact(k) => maps.bans()?.get(&k, 0).ok(),
+        Slot::Net(len, k) => maps.ban_nets()?.get(&Key::new(len, k), 0).ok(),
+    })
+}
+
+/// Writes a ban as it is (restoring one from the state file, lengthening a repeat
+/// offender's).
+pub fn put(maps: &mut impl Maps, target: &str, ban: Ban) -> Result<()> {
+    let v6 = v6_prefix(maps)?;
+    match slot(parse_target(target)?, v6) {
+        Slot::Exact(k) => maps
+            .bans()?
+            .insert(k, ban, 0)
+            .with_context(|| format!("writing the ban of {target} (ban map full?)"))?,
+        Slot::Net(len, k) => {
+            maps.ban_nets()?
+                .insert(&Key::new(len, k), ban, 0)
+                .with_context(|| format!("writing the CIDR ban of {target} (map full?)"))?;
+            maps.update_config(|c| c.ban_nets_active = 1)?;
         }
     }
+    Ok(())
+}
+
+/// Bans in force (expired ones are left out: the kernel ignores them too).
+pub fn list(maps: &mut impl Maps) -> Result<Vec<Entry>> {
+    let now = clock::boot_ns();
+    let mut out: Vec<Entry> = snapshot(maps)?
+        .into_iter()
+        .filter(|(_, b)| b.active_at(now))
+        .map(|(t, b)| entry(t, &b, now))
+        .collect();
     out.sort_by(|a, b| a.addr.cmp(&b.addr));
     Ok(out)
+}
+
+/// A ban's note as text (`None` when empty).
+pub fn note_text(b: &Ban) -> Option<String> {
+    let end = b.note.iter().position(|c| *c == 0).unwrap_or(b.note.len());
+    let t = String::from_utf8_lossy(&b.note[..end]).into_owned();
+    (!t.is_empty()).then_some(t)
+}
+
+/// A note for the 32 bytes of a ban value.
+pub fn note_bytes(text: &str) -> [u8; 32] {
+    note(text)
 }
 
 /// Lifts every ban. Returns how many were lifted.

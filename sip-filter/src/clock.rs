@@ -40,3 +40,38 @@ pub fn to_wall(boot: u64) -> SystemTime {
         now + Duration::from_nanos(boot - now_boot)
     }
 }
+
+/// Boot-clock instant of a wall-clock time (restoring bans from the state file after a reboot);
+/// a time before this boot is the boot itself.
+pub fn from_wall(wall: SystemTime) -> u64 {
+    let now_boot = boot_ns();
+    let now = SystemTime::now();
+    match wall.duration_since(now) {
+        Ok(ahead) => now_boot.saturating_add(ahead.as_nanos() as u64),
+        Err(e) => now_boot.saturating_sub(e.duration().as_nanos() as u64),
+    }
+}
+
+/// Milliseconds since the Unix epoch (the state file's times).
+pub fn unix_ms(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// The wall-clock time of a Unix millisecond count.
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): tells a restart from a reboot.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}

@@ -121,6 +121,49 @@ pub struct Notify {
     pub webhook: Option<String>,
 }
 
+/// `[bans]`: repeat offenders, as fail2ban's `bantime.increment`: a source banned again within
+/// `history_time` is banned for `ban_time * factor * 2^(earlier bans)`, capped at `max_time`,
+/// plus a random `0..rnd_time` so that a botnet cannot time its return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bans {
+    pub increment: bool,
+    pub factor: Factor,
+    pub max_time: Duration,
+    pub rnd_time: Duration,
+    pub history_time: Duration,
+}
+
+impl Default for Bans {
+    fn default() -> Self {
+        Self {
+            increment: false,
+            factor: Factor(1.0),
+            max_time: Duration::from_secs(7 * 86400),
+            rnd_time: Duration::ZERO,
+            history_time: Duration::from_secs(30 * 86400),
+        }
+    }
+}
+
+/// A positive, finite multiplier (so equality is total).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Factor(pub f64);
+impl Eq for Factor {}
+
+/// `[state]`: where bans and offence histories are kept on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    pub dir: PathBuf,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(crate::state::DEFAULT_DIR),
+        }
+    }
+}
+
 /// Everything the configuration file says, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -131,6 +174,8 @@ pub struct Settings {
     pub geo: Geo,
     pub metrics: Metrics,
     pub notify: Notify,
+    pub bans: Bans,
+    pub state: State,
 }
 
 impl Default for Settings {
@@ -156,6 +201,8 @@ impl Default for Settings {
             geo: Geo::default(),
             metrics: Metrics::default(),
             notify: Notify::default(),
+            bans: Bans::default(),
+            state: State::default(),
         }
     }
 }
@@ -325,6 +372,51 @@ impl Settings {
             }
             s.notify.webhook = Some(text.to_string());
         }
+
+        let b = raw.bans;
+        if let Some(v) = &b.increment {
+            s.bans.increment = cx.boolean("increment", v)?;
+        }
+        if let Some(v) = &b.factor {
+            let x = match v.get_ref() {
+                toml::Value::Integer(n) => *n as f64,
+                toml::Value::Float(x) => *x,
+                other => {
+                    return Err(cx.at(
+                        v.span(),
+                        format!("factor: expected a number, found {}", describe(other)),
+                    ));
+                }
+            };
+            if !(x.is_finite() && x > 0.0 && x <= 1000.0) {
+                return Err(cx.at(
+                    v.span(),
+                    format!("factor: {x} is not a multiplier above 0 and at most 1000"),
+                ));
+            }
+            s.bans.factor = Factor(x);
+        }
+        if let Some(v) = &b.max_time {
+            s.bans.max_time = cx.duration("max_time", v)?;
+        }
+        if let Some(v) = &b.rnd_time {
+            // 0 is a valid jitter (none).
+            s.bans.rnd_time = match v.get_ref() {
+                toml::Value::String(t)
+                    if humantime::parse_duration(t.trim()).is_ok_and(|d| d.is_zero()) =>
+                {
+                    Duration::ZERO
+                }
+                _ => cx.duration("rnd_time", v)?,
+            };
+        }
+        if let Some(v) = &b.history_time {
+            s.bans.history_time = cx.duration("history_time", v)?;
+        }
+
+        if let Some(v) = &raw.state.dir {
+            s.state.dir = cx.path("dir", v)?;
+        }
         Ok(s)
     }
 
@@ -383,6 +475,10 @@ struct RawFile {
     metrics: RawMetrics,
     #[serde(default)]
     notify: RawNotify,
+    #[serde(default)]
+    bans: RawBans,
+    #[serde(default)]
+    state: RawState,
 }
 
 #[derive(Deserialize, Default)]
@@ -435,6 +531,22 @@ struct RawMetrics {
 #[serde(deny_unknown_fields, expecting = "a [notify] table")]
 struct RawNotify {
     webhook: Option<Val>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [bans] table")]
+struct RawBans {
+    increment: Option<Val>,
+    factor: Option<Val>,
+    max_time: Option<Val>,
+    rnd_time: Option<Val>,
+    history_time: Option<Val>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [state] table")]
+struct RawState {
+    dir: Option<Val>,
 }
 
 /// An array whose elements keep their own spans. (A plain `Vec` would do, but serde would
@@ -516,6 +628,16 @@ impl Ctx<'_> {
                     "{field}: expected a whole number, found {}",
                     describe(other)
                 ),
+            )),
+        }
+    }
+
+    fn boolean(&self, field: &str, v: &Val) -> Result<bool, ConfigError> {
+        match v.get_ref() {
+            toml::Value::Boolean(b) => Ok(*b),
+            other => Err(self.at(
+                v.span(),
+                format!("{field}: expected true or false, found {}", describe(other)),
             )),
         }
     }
@@ -805,6 +927,16 @@ listen = "127.0.0.1:9754"
 
 [notify]
 webhook = "https://hooks.example.com/sip"
+
+[bans]
+increment = true
+factor = 1.5
+max_time = "2w"
+rnd_time = "10m"
+history_time = "60d"
+
+[state]
+dir = "/srv/sip-filter"
 "#,
         );
         assert_eq!(
@@ -845,6 +977,16 @@ webhook = "https://hooks.example.com/sip"
                 },
                 notify: Notify {
                     webhook: Some("https://hooks.example.com/sip".into()),
+                },
+                bans: Bans {
+                    increment: true,
+                    factor: Factor(1.5),
+                    max_time: Duration::from_secs(14 * 86400),
+                    rnd_time: Duration::from_secs(600),
+                    history_time: Duration::from_secs(60 * 86400),
+                },
+                state: State {
+                    dir: "/srv/sip-filter".into(),
                 },
             }
         );
@@ -941,6 +1083,34 @@ webhook = "https://hooks.example.com/sip"
     }
 
     #[test]
+    fn bans_and_state() {
+        let s = parse("[bans]\nincrement = true\nrnd_time = \"0s\"\nfactor = 2\n");
+        assert!(s.bans.increment);
+        assert_eq!(s.bans.factor, Factor(2.0));
+        assert_eq!(s.bans.rnd_time, Duration::ZERO);
+        assert_eq!(
+            s.bans.max_time,
+            Duration::from_secs(7 * 86400),
+            "default max_time 1w"
+        );
+        assert_eq!(
+            s.bans.history_time,
+            Duration::from_secs(30 * 86400),
+            "default 30d"
+        );
+        assert_eq!(s.state.dir, PathBuf::from("/var/lib/sip-filter"));
+        assert_eq!(
+            err("[bans]\nincrement = \"yes\"\n"),
+            "sip-filter.toml:2:13: increment: expected true or false, found the string \"yes\""
+        );
+        assert!(err("[bans]\nfactor = 0\n").contains("factor: 0 is not a multiplier"));
+        assert!(
+            err("[bans]\nmax_time = \"soon\"\n").contains("max_time: \"soon\" is not a duration")
+        );
+        assert!(err("[state]\ndir = \"\"\n").contains("dir: the path is empty"));
+    }
+
+    #[test]
     fn notify_webhook() {
         assert_eq!(
             err("[notify]\nwebhook = \"ftp://x/y\"\n"),
@@ -981,7 +1151,7 @@ webhook = "https://hooks.example.com/sip"
         assert_eq!(
             err("[sip]\nports = [5060]\n\n[jail]\nmaxretry = 3\n"),
             "sip-filter.toml:4:2: unknown key `jail`, expected one of `sip`, `auth`, \
-             `enumeration`, `allow`, `geo`, `metrics`, `notify`"
+             `enumeration`, `allow`, `geo`, `metrics`, `notify`, `bans`, `state`"
         );
         assert_eq!(
             err("[auth]\nmaxretry = 3\n"),

@@ -15,17 +15,17 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    addr,
     attach::{self, Mode},
     bans, clock,
     config::Settings,
     dataplane::Dataplane,
     geo::GeoTable,
     iface,
+    ledger::{Change, Ledger},
     maps::{self, Maps as _},
     metrics,
     notify::{Event, Notifier},
-    pidfile, pins, privilege, rules,
+    pidfile, pins, privilege, rules, state, upgrade,
 };
 
 pub struct RunArgs {
@@ -57,37 +57,94 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
     };
+    let mut ledger = Ledger::open(&settings.state.dir, &args.iface, settings.bans.clone())?;
     pins::ensure_bpffs()?;
     let dir = pins::dir(&args.iface);
-    let restart = dir.join(map::CONFIG.name).exists();
-    maps::check_layout(&dir)?;
+    let pinned = dir.join(map::CONFIG.name).exists();
+    // Pins of another layout: an upgrade, carried over on new maps (see `upgrade`).
+    let previous = match maps::check_layout(&dir) {
+        Ok(()) => None,
+        Err(e) => {
+            warn!("{e:#}: upgrading in place, carrying the bans to new maps");
+            Some(upgrade::set_aside(&dir)?)
+        }
+    };
+    let fresh = !pinned || previous.is_some();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
-    let mut dp = Dataplane::load(Some(&dir))?;
-    // After a restart the maps hold the previous geo table; changes apply as a difference.
-    let old_geo = if restart {
-        dp.geo_table()?
-    } else {
-        GeoTable::default()
+    let loaded = Dataplane::load(Some(&dir)).and_then(|mut dp| {
+        // After a restart the maps hold the previous geo table; changes apply as a difference.
+        let old_geo = if fresh {
+            GeoTable::default()
+        } else {
+            dp.geo_table()?
+        };
+        let geo = rules::apply(&mut dp, &settings, &old_geo)?;
+        let carried = match &previous {
+            Some(p) => p.carry_bans(&mut dp)?,
+            None => 0,
+        };
+        // Every ban still in force goes back before the program is attached: no banned
+        // source gets a packet through.
+        let restored = if fresh { ledger.restore(&mut dp)? } else { 0 };
+        Ok((dp, geo, carried, restored))
+    });
+    let (mut dp, mut geo, carried, restored) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(p) = previous {
+                p.put_back(&dir);
+            }
+            return Err(e);
+        }
     };
-    let mut geo = rules::apply(&mut dp, &settings, &old_geo)?;
+    if let Some(p) = &previous {
+        p.move_links(&dir)?;
+    }
     attach::attach(&mut dp, &args.iface, args.mode, &dir)?;
+    let upgraded = previous.is_some();
+    if let Some(p) = previous {
+        p.remove();
+    }
     pidfile::write(&args.iface, args.mode.as_str())?;
+    pidfile::write_state_path(&args.iface, ledger.path());
     if let Some(l) = metrics_listener {
         metrics::spawn(l, dir.clone())?;
+    }
+    let mut reporter = Reporter {
+        iface: args.iface.clone(),
+        notifier,
+    };
+    match ledger.start(&mut dp) {
+        Ok(changes) => reporter.report(changes, &[]),
+        Err(e) => warn!("reading the state file: {e:#}"),
     }
     let bans_now = bans::list(&mut dp)?.len();
     info!(
         iface = %args.iface,
         mode = args.mode.as_str(),
         pins = %dir.display(),
-        restart,
+        state = %ledger.path().display(),
+        restart = pinned,
+        upgraded,
+        restored,
+        carried,
         bans = bans_now,
         geo_prefixes = geo.prefixes,
         allow = settings.allow.len(),
         "sip-filter attached{}",
-        if restart { " (reusing pinned maps: no ban lost)" } else { "" }
+        if upgraded {
+            " (new map layout: bans carried over, programs swapped in place)"
+        } else if pinned {
+            " (reusing pinned maps: no ban lost)"
+        } else if restored > 0 {
+            " (bans restored from the state file before attaching)"
+        } else {
+            ""
+        }
     );
+    // systemd's Type=notify: ready once the programs are attached (a no-op elsewhere).
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     let ring = RingBuf::try_from(dp.take_map(map::EVENTS.name)?)?;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until it is dropped.
@@ -97,44 +154,47 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut prune = tokio::time::interval(Duration::from_secs(3600));
     let mut settings = settings;
 
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain_events(guard.get_inner_mut(), &settings, &args.iface, notifier.as_ref());
+                on_events(guard.get_inner_mut(), &mut dp, &mut ledger, &mut reporter);
                 guard.clear_ready();
             }
             _ = tick.tick() => {
                 if let Err(e) = dp.sync_clock() {
                     warn!("updating the kernel's clock offset: {e:#}");
                 }
-                match bans::expire(&mut dp) {
-                    Ok(gone) => for b in gone {
-                        info!(addr = %b.addr, reason = %b.reason, "unbanned: ban expired");
-                        if let Some(n) = &notifier {
-                            n.send(Event {
-                                event: "unban",
-                                iface: args.iface.clone(),
-                                addr: b.addr,
-                                reason: b.reason,
-                                failures: b.failures,
-                                time: now_rfc3339(),
-                                until: None,
-                            });
-                        }
-                    },
+                // Events first, so a ban is recorded with what its event says.
+                on_events(ring.get_mut(), &mut dp, &mut ledger, &mut reporter);
+                match bans::expire(&mut dp).and_then(|gone| ledger.expired(gone)) {
+                    Ok(changes) => reporter.report(changes, &[]),
                     Err(e) => warn!("expiring bans: {e:#}"),
+                }
+                match ledger.sync(&mut dp) {
+                    Ok(changes) => reporter.report(changes, &[]),
+                    Err(e) => warn!("recording bans in the state file: {e:#}"),
+                }
+            }
+            _ = prune.tick() => {
+                if let Err(e) = ledger.prune() {
+                    warn!("pruning the state file: {e:#}");
                 }
             }
             _ = hup.recv() => {
                 match reload(&mut dp, args.config.as_deref(), &geo) {
                     Ok((s, g)) => {
                         info!(geo_prefixes = g.prefixes, allow = s.allow.len(), "configuration reloaded");
-                        if s.metrics != settings.metrics || s.notify != settings.notify {
-                            warn!("[metrics] or [notify] changed: restart the daemon to apply it");
+                        if s.metrics != settings.metrics
+                            || s.notify != settings.notify
+                            || s.state != settings.state
+                        {
+                            warn!("[metrics], [notify] or [state] changed: restart the daemon to apply it");
                         }
+                        ledger.set_policy(s.bans.clone());
                         settings = s;
                         geo = g;
                     }
@@ -145,6 +205,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             _ = int.recv() => break,
         }
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     info!(
         iface = %args.iface,
         "daemon stopping; the filter stays attached and enforcing (remove it with `sip-filter detach --iface {}`)",
@@ -160,20 +221,23 @@ fn reload(dp: &mut Dataplane, path: Option<&Path>, geo: &GeoTable) -> Result<(Se
     Ok((s, g))
 }
 
-fn drain_events(
+/// Records and reports the bans the kernel announced.
+fn on_events(
     ring: &mut RingBuf<MapData>,
-    settings: &Settings,
-    iface: &str,
-    notifier: Option<&Notifier>,
+    dp: &mut Dataplane,
+    ledger: &mut Ledger,
+    reporter: &mut Reporter,
 ) {
     let (events, short) = maps::drain_events(ring);
     if short > 0 {
         warn!(short, "short ban events");
     }
     for e in &events {
-        let event = log_ban(e, settings, iface);
-        if let Some(n) = notifier {
-            n.send(event);
+        let change =
+            bans::target_of_key(dp, e.addr).and_then(|target| ledger.on_event(dp, &target));
+        match change {
+            Ok(c) => reporter.report(c.into_iter().collect(), std::slice::from_ref(e)),
+            Err(err) => warn!("recording a ban: {err:#}"),
         }
     }
 }
@@ -182,39 +246,115 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
-/// Logs a ban the kernel issued; returns it as a notification.
-fn log_ban(e: &BanEvent, settings: &Settings, iface: &str) -> Event {
-    let ip = addr::from_key(e.addr);
-    let who = match ip {
-        std::net::IpAddr::V6(_) => format!("{ip}/{}", settings.sip.ipv6_prefix),
-        std::net::IpAddr::V4(_) => ip.to_string(),
-    };
-    let reason = BanReason::from_u8(e.reason)
-        .map(BanReason::as_str)
-        .unwrap_or("unknown");
-    let window = Duration::from_nanos(e.time_ns.saturating_sub(e.first_failure_ns));
-    let until = humantime::format_rfc3339_seconds(clock::to_wall(e.expires_ns));
-    let what = match BanReason::from_u8(e.reason) {
-        Some(BanReason::NotFound) => "unknown extensions (404)",
-        _ => "failed authentications",
-    };
-    info!(
-        addr = %who,
-        reason,
-        failures = e.failures,
-        window_secs = window.as_secs_f64(),
-        until = %until,
-        "banned {who}: {} {what} in {:.1}s, until {until}",
-        e.failures,
-        window.as_secs_f64()
-    );
-    Event {
-        event: "ban",
-        iface: iface.to_string(),
-        addr: who,
-        reason: reason.to_string(),
-        failures: e.failures,
-        time: now_rfc3339(),
-        until: (e.expires_ns != 0).then(|| until.to_string()),
+/// Logs each change and hands it to the webhook.
+struct Reporter {
+    iface: String,
+    notifier: Option<Notifier>,
+}
+
+impl Reporter {
+    /// `events`: the kernel's ban events behind these changes, for the failure window.
+    fn report(&mut self, changes: Vec<Change>, events: &[BanEvent]) {
+        for c in changes {
+            let event = match c {
+                Change::Banned { entry: b, origin } => {
+                    let until = (b.expires_ns != 0).then(|| {
+                        humantime::format_rfc3339_seconds(clock::to_wall(b.expires_ns)).to_string()
+                    });
+                    let until_text = until.clone().unwrap_or_else(|| "forever".into());
+                    let span = Duration::from_secs(b.expires_in_secs.unwrap_or(0));
+                    let repeat = if b.offences > 1 {
+                        format!(
+                            ", offence {} in the history: banned for {}",
+                            b.offences,
+                            humantime::format_duration(span)
+                        )
+                    } else {
+                        String::new()
+                    };
+                    match BanReason::from_name(&b.reason) {
+                        Some(BanReason::Manual) | None => info!(
+                            addr = %b.addr,
+                            reason = %b.reason,
+                            origin,
+                            note = b.note.as_deref().unwrap_or(""),
+                            offences = b.offences,
+                            until = %until_text,
+                            "banned {} by the operator until {until_text}{repeat}",
+                            b.addr
+                        ),
+                        Some(reason) => {
+                            let what = match reason {
+                                BanReason::NotFound => "unknown extensions (404)",
+                                _ => "failed authentications",
+                            };
+                            let window = events
+                                .iter()
+                                .find(|e| e.time_ns == b.created_ns)
+                                .map(|e| {
+                                    Duration::from_nanos(
+                                        e.time_ns.saturating_sub(e.first_failure_ns),
+                                    )
+                                })
+                                .unwrap_or_default();
+                            info!(
+                                addr = %b.addr,
+                                reason = %b.reason,
+                                origin,
+                                failures = b.failures,
+                                window_secs = window.as_secs_f64(),
+                                offences = b.offences,
+                                until = %until_text,
+                                "banned {}: {} {what} in {:.1}s, until {until_text}{repeat}",
+                                b.addr,
+                                b.failures,
+                                window.as_secs_f64()
+                            );
+                        }
+                    }
+                    Event {
+                        event: "ban",
+                        iface: self.iface.clone(),
+                        addr: b.addr,
+                        reason: b.reason,
+                        failures: b.failures,
+                        time: now_rfc3339(),
+                        until,
+                        origin: Some(origin),
+                        offences: Some(b.offences),
+                        by: None,
+                    }
+                }
+                Change::Lifted { entry: b, by } => {
+                    match by {
+                        state::lifted::EXPIRED => {
+                            info!(addr = %b.addr, reason = %b.reason, "unbanned: ban expired")
+                        }
+                        state::lifted::REPLACED => {
+                            info!(addr = %b.addr, reason = %b.reason, "ban replaced by a new one")
+                        }
+                        _ => info!(addr = %b.addr, reason = %b.reason, "unbanned by the operator"),
+                    }
+                    if by == state::lifted::REPLACED {
+                        continue;
+                    }
+                    Event {
+                        event: "unban",
+                        iface: self.iface.clone(),
+                        addr: b.addr,
+                        reason: b.reason,
+                        failures: b.failures,
+                        time: now_rfc3339(),
+                        until: None,
+                        origin: None,
+                        offences: None,
+                        by: Some(by),
+                    }
+                }
+            };
+            if let Some(n) = &self.notifier {
+                n.send(event);
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod geo;
 pub mod geo_source;
 pub mod iface;
+pub mod ledger;
 pub mod maps;
 pub mod metrics;
 pub mod notify;
@@ -18,6 +19,8 @@ pub mod pins;
 pub mod privilege;
 pub mod replay;
 pub mod rules;
+pub mod state;
+pub mod upgrade;
 
 /// The eBPF object built by build.rs (XDP + TC programs and their maps).
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sip-filter"));

@@ -80,6 +80,16 @@ pub trait Maps {
         Ok(out)
     }
 
+    /// Adds one to a counter that userspace keeps (`Reason::BansManual`), in CPU 0's slot.
+    fn count(&mut self, reason: Reason) -> Result<()> {
+        let mut map: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(self.map_mut(map::STATS.name)?)?;
+        let mut v: Vec<u64> = map.get(&(reason as u32), 0)?.iter().copied().collect();
+        v[0] += 1;
+        map.set(reason as u32, PerCpuValues::try_from(v)?, 0)?;
+        Ok(())
+    }
+
     /// Empties every CPU's trace slot, so the next program run's record is the only one.
     fn clear_trace(&mut self) -> Result<()> {
         let mut map: PerCpuArray<&mut MapData, Trace> =
@@ -280,20 +290,19 @@ pub fn check_layout(dir: &Path) -> Result<()> {
         let path = dir.join(spec.name);
         if !path.exists() {
             bail!(
-                "{} has no {} map: it was pinned by another sip-filter version; run                  `sip-filter detach --iface IFACE` with the old binary or remove {} (this                  forgets its bans)",
+                "{} has no {} map: it was pinned by another sip-filter version; start this \
+                 version's daemon (`sip-filter run`) to carry its bans onto new maps in place",
                 dir.display(),
                 spec.name,
-                dir.display()
             );
         }
         let info = aya::maps::MapInfo::from_pin(&path)
             .with_context(|| format!("reading pinned map {}", path.display()))?;
         check_spec(spec, &info, &path.display().to_string()).with_context(|| {
             format!(
-                "{} was pinned by an incompatible sip-filter version; run `sip-filter detach \
-                 --iface IFACE` with the old binary or remove {} (this forgets its bans)",
+                "{} was pinned by another sip-filter version; start this version's daemon \
+                 (`sip-filter run`) to carry its bans onto new maps in place",
                 path.display(),
-                dir.display()
             )
         })?;
     }

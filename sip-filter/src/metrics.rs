@@ -52,7 +52,7 @@ pub fn render(maps: &mut impl Maps) -> Result<String> {
         &r,
         IntCounterVec::new,
         "sipfilter_bans_total",
-        "Bans the kernel issued at a threshold, by reason (operators' bans are not counted).",
+        "Bans made, by reason: the kernel's at a threshold and the operators' (`ban add`).",
         &["reason"],
     )?;
     for reason in BanReason::ALL {

@@ -42,6 +42,15 @@ pub struct Event {
     /// RFC 3339: when the ban ends (bans only; `None` for a permanent one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// Bans: who issued it (`sip-filter`: the kernel at a threshold; `operator`: the CLI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<&'static str>,
+    /// Bans: this source's bans remembered, this one included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offences: Option<u32>,
+    /// Unbans: why it ended (`expired`, `operator`, `replaced`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<&'static str>,
 }
 
 /// The queue to the sender thread.

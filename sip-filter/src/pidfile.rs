@@ -36,6 +36,22 @@ pub fn write(iface: &str, mode: &str) -> Result<()> {
     Ok(())
 }
 
+fn state_file(iface: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{iface}.state"))
+}
+
+/// Records where the daemon of `iface` keeps its state file (for the CLI's `ban show`).
+pub fn write_state_path(iface: &str, path: &Path) {
+    fs::write(state_file(iface), path.as_os_str().as_encoded_bytes()).ok();
+}
+
+/// The state file of `iface`'s daemon as it last recorded it.
+pub fn state_path(iface: &str) -> Option<PathBuf> {
+    fs::read_to_string(state_file(iface))
+        .ok()
+        .map(|s| PathBuf::from(s.trim_end()))
+}
+
 /// The XDP mode the daemon of `iface` attached with.
 pub fn mode(iface: &str) -> Option<String> {
     fs::read_to_string(mode_file(iface)).ok()

@@ -54,6 +54,15 @@ impl Filter {
     pub fn on_link(link: Link, config: &str) -> Filter {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = tmp.path().join("sip-filter.toml");
+        // The state file goes under the test's directory, never the host's /var/lib.
+        let config = if config.contains("[state]") {
+            config.to_string()
+        } else {
+            format!(
+                "{config}\n[state]\ndir = \"{}\"\n",
+                tmp.path().join("state").display()
+            )
+        };
         std::fs::write(&cfg, config).unwrap();
         let mut f = Filter {
             link,
@@ -63,6 +72,43 @@ impl Filter {
         };
         f.run_daemon();
         f
+    }
+
+    /// The daemon's state file (when the config leaves `[state] dir` to this helper).
+    pub fn state_file(&self) -> PathBuf {
+        self.tmp
+            .path()
+            .join("state")
+            .join(format!("{}.db", self.link.pbx_if))
+    }
+
+    /// Stops the daemon: SIGTERM, or SIGKILL when `kill`.
+    pub fn stop_daemon(&mut self, kill: bool) {
+        if let Some(mut d) = self.daemon.take() {
+            d.signal(if kill { libc::SIGKILL } else { libc::SIGTERM });
+            d.wait_exit(Duration::from_secs(5)).unwrap();
+        }
+    }
+
+    /// A reboot as the filter sees it, with the daemon stopped: bpffs and /run are empty (the
+    /// programs go with the links' pins), the state directory stays.
+    pub fn simulate_reboot(&mut self) {
+        self.stop_daemon(true);
+        let dir = std::path::Path::new("/sys/fs/bpf/sip-filter").join(&self.link.pbx_if);
+        std::fs::remove_dir_all(&dir).unwrap();
+        for ext in ["pid", "mode", "state"] {
+            let _ = std::fs::remove_file(format!("/run/sip-filter/{}.{ext}", self.link.pbx_if));
+        }
+        // Kernels without TCX keep the egress program as a tc filter: a reboot removes it too.
+        let _ = self
+            .link
+            .pbx
+            .exec("tc", &["qdisc", "del", "dev", &self.link.pbx_if, "clsact"]);
+    }
+
+    /// `sip-filter stats --json`.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["stats", "--json"])).unwrap()
     }
 
     pub fn log_path(&self) -> PathBuf {

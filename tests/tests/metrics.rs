@@ -139,6 +139,13 @@ fn metrics_show_the_kernels_counters_and_survive_a_restart() {
         );
     }
 
+    // An operator's ban is counted too.
+    f.cli_ok(&["ban", "add", "198.51.100.7", "--for", "1h"]);
+    assert_eq!(
+        value(&scrape(&f), "sipfilter_bans_total", &[("reason", "manual")]),
+        Some(1.0)
+    );
+
     // A restart: the counters live in the pinned maps, nothing starts again from zero.
     let mut d = f.daemon.take().unwrap();
     d.signal(libc::SIGTERM);
@@ -161,6 +168,10 @@ fn metrics_show_the_kernels_counters_and_survive_a_restart() {
             "sipfilter_bans_total",
             &[("reason", "auth-failures")]
         ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&again, "sipfilter_bans_total", &[("reason", "manual")]),
         Some(1.0)
     );
 }

@@ -131,7 +131,35 @@ fn each_ban_and_unban_reaches_the_webhook_within_a_second() {
     let unban = &received(&out)[1];
     assert_eq!(unban["event"], "unban", "{unban}");
     assert_eq!(unban["addr"], "203.0.113.10");
+    assert_eq!(unban["by"], "expired", "{unban}");
+    assert_eq!(ban["origin"], "sip-filter", "{ban}");
+    assert_eq!(ban["offences"], 1, "{ban}");
     println!("ban notified after {took:?}");
+
+    // The operator's bans and unbans are notified too (the daemon sees the maps change).
+    f.cli_ok(&["ban", "add", "198.51.100.0/24", "--reason", "abuse desk"]);
+    let t = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(3), || received(&out).len() >= 3),
+        "no notification of the CLI ban: {}",
+        f.log()
+    );
+    let took = t.elapsed();
+    assert!(
+        took <= Duration::from_millis(1500),
+        "CLI ban notified after {took:?}"
+    );
+    let cli = &received(&out)[2];
+    assert_eq!(cli["event"], "ban", "{cli}");
+    assert_eq!(cli["addr"], "198.51.100.0/24", "{cli}");
+    assert_eq!(cli["reason"], "manual", "{cli}");
+    assert_eq!(cli["origin"], "operator", "{cli}");
+    assert!(cli.get("until").is_none(), "permanent: {cli}");
+    f.cli_ok(&["ban", "del", "198.51.100.0/24"]);
+    assert!(wait_for(Duration::from_secs(3), || received(&out).len() >= 4));
+    let lifted = &received(&out)[3];
+    assert_eq!(lifted["event"], "unban", "{lifted}");
+    assert_eq!(lifted["by"], "operator", "{lifted}");
 }
 
 #[test]

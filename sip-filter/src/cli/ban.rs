@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Subcommand;
-use sip_filter::bans;
+use sip_filter::{bans, config::Settings, ledger, pidfile, state};
 
 use super::{open, print_json};
 
@@ -28,6 +28,24 @@ pub enum BanCmd {
     },
     /// Lift every ban.
     Flush,
+    /// A source's ban history from the state file, and its ban in force.
+    Show {
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The state file of the filter on `iface`: where its daemon said it keeps it, else where the
+/// default configuration puts it.
+fn state_file(iface: &str) -> std::path::PathBuf {
+    pidfile::state_path(iface).unwrap_or_else(|| {
+        let dir = super::default_config(None)
+            .and_then(|p| Settings::load(&p).ok())
+            .map(|s| s.state.dir)
+            .unwrap_or_else(|| state::DEFAULT_DIR.into());
+        state::path(&dir, iface)
+    })
 }
 
 pub fn ban(iface: Option<&str>, cmd: BanCmd) -> Result<()> {
@@ -52,16 +70,22 @@ pub fn ban(iface: Option<&str>, cmd: BanCmd) -> Result<()> {
             println!("unbanned {t}");
         }
         BanCmd::List { json } => {
-            let (_, mut maps) = open(iface)?;
-            let list = bans::list(&mut maps)?;
+            let (iface, mut maps) = open(iface)?;
+            let mut list = bans::list(&mut maps)?;
+            let path = state_file(&iface);
+            if path.exists()
+                && let Err(e) = ledger::offences(&path, &mut list)
+            {
+                eprintln!("note: offences unknown, the state file is unreadable: {e:#}");
+            }
             if json {
                 print_json(&list)?;
             } else if list.is_empty() {
                 println!("no bans");
             } else {
                 println!(
-                    "{:<28} {:<15} {:>8} {:<21} {:>10}  note",
-                    "address", "reason", "failures", "created", "expires in"
+                    "{:<28} {:<15} {:>8} {:>8} {:<21} {:>10}  note",
+                    "address", "reason", "failures", "offences", "created", "expires in"
                 );
                 for b in list {
                     let exp = b
@@ -69,13 +93,77 @@ pub fn ban(iface: Option<&str>, cmd: BanCmd) -> Result<()> {
                         .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())
                         .unwrap_or_else(|| "never".into());
                     println!(
-                        "{:<28} {:<15} {:>8} {:<21} {:>10}  {}",
+                        "{:<28} {:<15} {:>8} {:>8} {:<21} {:>10}  {}",
                         b.addr,
                         b.reason,
                         b.failures,
+                        b.offences,
                         b.created,
                         exp,
                         b.note.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        BanCmd::Show { target, json } => {
+            let t = bans::parse_target(&target)?;
+            let (iface, mut maps) = open(iface)?;
+            let now = bans::list(&mut maps)?;
+            // The name the ban is kept under (an IPv6 address is banned with its prefix).
+            let banned = bans::name_of(&mut maps, t)?;
+            let current = now.into_iter().find(|e| e.addr == banned);
+            let path = state_file(&iface);
+            let history = if path.exists() {
+                state::State::open_read_only(&path)?.history(&banned)?
+            } else {
+                Vec::new()
+            };
+            if json {
+                print_json(&serde_json::json!({
+                    "addr": banned,
+                    "banned": current,
+                    "history": history,
+                }))?;
+                return Ok(());
+            }
+            match &current {
+                Some(b) => println!(
+                    "{banned}: banned ({}, {} failures), {}",
+                    b.reason,
+                    b.failures,
+                    b.expires_in_secs
+                        .map(|s| format!(
+                            "expires in {}",
+                            humantime::format_duration(Duration::from_secs(s))
+                        ))
+                        .unwrap_or_else(|| "permanent".into())
+                ),
+                None => println!("{banned}: not banned"),
+            }
+            if history.is_empty() {
+                println!("no bans remembered in {}", path.display());
+            } else {
+                println!("{} bans remembered in {}:", history.len(), path.display());
+                println!(
+                    "  {:<21} {:<15} {:<10} {:>8} {:>7} {:<21} {:<21}  note",
+                    "created", "reason", "origin", "failures", "offence", "expires", "ended"
+                );
+                for r in history {
+                    println!(
+                        "  {:<21} {:<15} {:<10} {:>8} {:>7} {:<21} {:<21}  {}",
+                        state::format_ms(r.created_ms),
+                        r.reason,
+                        r.origin,
+                        r.failures,
+                        r.offence,
+                        r.expires_ms
+                            .map(state::format_ms)
+                            .unwrap_or_else(|| "never".into()),
+                        match (r.lifted_ms, r.lifted_by) {
+                            (Some(ms), Some(by)) => format!("{} {by}", state::format_ms(ms)),
+                            _ => "in force".into(),
+                        },
+                        r.note.unwrap_or_default()
                     );
                 }
             }
