@@ -1,5 +1,6 @@
 //! Project tasks for sip-filter: `cargo xtask <task>`.
 
+mod deb;
 mod setup;
 mod summary;
 mod tee;
@@ -53,6 +54,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Setup, then build the Debian package into target/debian (cargo-deb)
+    Deb,
     /// Setup, then run the benchmarks (`tests` crate, bin `bench`)
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -68,6 +71,9 @@ fn main() -> ExitCode {
         Task::Test { no_vm, no_lint } => test(no_vm, no_lint),
         Task::Vm(args) => run_vm(&args),
         Task::Demo { args } => exec_tests_bin("demo", &args),
+        Task::Deb => {
+            setup::run_setup().and_then(|()| deb::build().map(|p| println!("{}", p.display())))
+        }
         Task::Bench { args } => exec_tests_bin("bench", &args),
     });
     match result {
@@ -133,6 +139,9 @@ fn test(no_vm: bool, no_lint: bool) -> Result<()> {
         "build",
         run(cargo().arg("build").args(EXCLUDE_EBPF).arg("--bins")),
     );
+
+    // The package test installs what `cargo xtask deb` built.
+    report.record("deb", deb::build().map(|_| ()));
 
     // The tests need root and share one kernel (links, pins, XDP hooks): serially.
     let (result, counts) = run_tests(

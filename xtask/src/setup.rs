@@ -50,6 +50,8 @@ pub const APT_PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// `cargo xtask deb` builds the Debian package with it.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 const BPFFS: &str = "/sys/fs/bpf";
@@ -59,6 +61,7 @@ pub fn run_setup() -> Result<()> {
     ensure_apt_packages().context("installing Debian packages")?;
     ensure_nightly_rust_src().context("installing the nightly toolchain's rust-src")?;
     ensure_bpf_linker().context("installing bpf-linker")?;
+    ensure_cargo_deb().context("installing cargo-deb")?;
     ensure_bpffs().context("mounting bpffs")?;
     eprintln!(
         "xtask: setup complete in {:.1}s",
@@ -213,6 +216,27 @@ fn ensure_bpf_linker() -> Result<()> {
         bail!("bpf-linker was installed but `bpf-linker --version` still fails");
     }
     Ok(())
+}
+
+fn cargo_deb_version() -> Option<String> {
+    let out = Command::new("cargo-deb").arg("--version").output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn ensure_cargo_deb() -> Result<()> {
+    if cargo_deb_version().is_some_and(|v| v.contains(CARGO_DEB_VERSION)) {
+        eprintln!("xtask: cargo-deb {CARGO_DEB_VERSION}: present");
+        return Ok(());
+    }
+    run(Command::new("cargo").args([
+        "install",
+        "cargo-deb",
+        "--version",
+        CARGO_DEB_VERSION,
+        "--locked",
+    ]))
 }
 
 fn bpffs_mounted() -> Result<bool> {

@@ -72,6 +72,9 @@ enum Cmd {
     Man {
         /// A subcommand's own page instead (`sip-filter man ban`: sip-filter-ban(8)).
         subcommand: Option<String>,
+        /// Write every page into this directory instead (sip-filter.8, sip-filter-ban.8, ...).
+        #[arg(long, conflicts_with = "subcommand")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -88,7 +91,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Status { json } => stats::status(iface, json),
         Cmd::Replay(args) => replay::replay(args),
         Cmd::Completions { shell } => docs::completions(shell),
-        Cmd::Man { subcommand } => docs::man(subcommand.as_deref()),
+        Cmd::Man { subcommand, dir } => docs::man(subcommand.as_deref(), dir.as_deref()),
     }
 }
 
