@@ -53,6 +53,15 @@ const HOST_TOOLS: &[Tool] = &[
         name: "nsenter",
         package: "util-linux",
     },
+    // The state tests: a reboot removes the tc filter; an "old version's" map is made by hand.
+    Tool {
+        name: "tc",
+        package: "iproute2",
+    },
+    Tool {
+        name: "bpftool",
+        package: "bpftool",
+    },
 ];
 
 struct Tool {
@@ -74,23 +83,26 @@ pub enum Suite {
     Fixtures,
     /// Daemon and CLI end to end in network namespaces (`tests/tests/control.rs`)
     Control,
+    /// Bans through reboots and map-layout upgrades (`tests/tests/state.rs`)
+    State,
 }
 
 impl Suite {
     /// In the order they run.
-    const ALL: [Suite; 2] = [Suite::Fixtures, Suite::Control];
+    const ALL: [Suite; 3] = [Suite::Fixtures, Suite::Control, Suite::State];
 
     /// The `--test` target name.
     fn name(self) -> &'static str {
         match self {
             Suite::Fixtures => "fixtures",
             Suite::Control => "control",
+            Suite::State => "state",
         }
     }
 
     /// Whether the tests run the `sip-filter` binary and shell tools.
     fn needs_daemon(self) -> bool {
-        matches!(self, Suite::Control)
+        matches!(self, Suite::Control | Suite::State)
     }
 }
 
@@ -103,7 +115,7 @@ pub struct VmArgs {
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
     pub timeout: u64,
     /// Run only these test binaries (repeat or separate with commas; default: all, in the
-    /// order fixtures, control)
+    /// order fixtures, control, state)
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Suite>,
     /// Run this test binary instead of building the test binaries (the `sip-filter` binary is
