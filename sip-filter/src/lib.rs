@@ -11,6 +11,7 @@ pub mod geo;
 pub mod geo_source;
 pub mod iface;
 pub mod ledger;
+pub mod live;
 pub mod maps;
 pub mod metrics;
 pub mod notify;

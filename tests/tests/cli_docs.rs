@@ -17,6 +17,7 @@ const COMMANDS: &[&str] = &[
     "geo",
     "stats",
     "status",
+    "top",
     "replay",
     "completions",
     "man",

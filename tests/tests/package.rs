@@ -181,12 +181,28 @@ fn the_deb_installs_runs_confined_and_purges_cleanly() {
         "/etc/sip-filter/sip-filter.toml",
     ])
     .env("NO_COLOR", "1");
+    // systemd's readiness protocol, as Type=notify uses it: READY=1 on $NOTIFY_SOCKET.
+    let notify_path = tmp.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    cmd.env("NOTIFY_SOCKET", &notify_path);
     let mut daemon = Proc::spawn(cmd, &log).unwrap();
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         wait_for(Duration::from_secs(20), || read()
             .contains("sip-filter attached")),
         "the confined daemon did not attach ({bounding}):\n{}",
+        read()
+    );
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("a readiness notification");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.contains("READY=1"), "{msg}");
+    assert!(
+        read().contains("sip-filter attached"),
+        "ready only once attached:\n{}",
         read()
     );
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();

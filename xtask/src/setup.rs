@@ -47,6 +47,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "curl",
     // The manual page test renders it with groff.
     "groff-base",
+    // `sip-filter top` is driven in a terminal multiplexer by its test.
+    "tmux",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

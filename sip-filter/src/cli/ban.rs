@@ -38,7 +38,7 @@ pub enum BanCmd {
 
 /// The state file of the filter on `iface`: where its daemon said it keeps it, else where the
 /// default configuration puts it.
-fn state_file(iface: &str) -> std::path::PathBuf {
+pub(super) fn state_file(iface: &str) -> std::path::PathBuf {
     pidfile::state_path(iface).unwrap_or_else(|| {
         let dir = super::default_config(None)
             .and_then(|p| Settings::load(&p).ok())

@@ -7,6 +7,7 @@ mod geo;
 mod replay;
 mod run;
 mod stats;
+mod top;
 
 use std::path::{Path, PathBuf};
 
@@ -64,6 +65,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A live view: packets and drops per second by reason, bans in force, the top sources by
+    /// failures, the last bans (`q` quits).
+    Top {
+        /// Refresh interval.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+    },
     /// Run a pcap/pcapng capture through the filter's programs on private maps (like fail2ban-regex).
     Replay(replay::ReplayArgs),
     /// Print a shell completion script (e.g. `sip-filter completions bash > /etc/bash_completion.d/sip-filter`).
@@ -89,6 +97,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Geo { cmd } => geo::geo(iface, cmd),
         Cmd::Stats { json } => stats::stats(iface, json),
         Cmd::Status { json } => stats::status(iface, json),
+        Cmd::Top { interval } => top::top(iface, interval),
         Cmd::Replay(args) => replay::replay(args),
         Cmd::Completions { shell } => docs::completions(shell),
         Cmd::Man { subcommand, dir } => docs::man(subcommand.as_deref(), dir.as_deref()),
