@@ -164,6 +164,22 @@ impl Default for State {
     }
 }
 
+/// `[calls]`: the toll-fraud guard's dial plan, schedule and rules (see `calls`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Calls {
+    pub plan: crate::calls::dialplan::DialPlan,
+    pub schedule: crate::calls::schedule::Schedule,
+    pub rules: crate::calls::rules::RuleSet,
+    pub default_block: bool,
+    /// Addresses the PBX sends calls to (checked at egress); calls from them are inbound.
+    pub trunks: Vec<IpNet>,
+    /// Per extension, calls to numbers matched as international; 0 = off.
+    pub max_calls_per_minute: u32,
+    /// Per extension and dialled number: (calls, within).
+    pub max_same_number: Option<(u32, Duration)>,
+    pub block_for: Duration,
+}
+
 /// Everything the configuration file says, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -176,6 +192,8 @@ pub struct Settings {
     pub notify: Notify,
     pub bans: Bans,
     pub state: State,
+    /// `None` without a `[calls]` section: no call rules.
+    pub calls: Option<Calls>,
 }
 
 impl Default for Settings {
@@ -203,6 +221,7 @@ impl Default for Settings {
             notify: Notify::default(),
             bans: Bans::default(),
             state: State::default(),
+            calls: None,
         }
     }
 }
@@ -417,6 +436,13 @@ impl Settings {
         if let Some(v) = &raw.state.dir {
             s.state.dir = cx.path("dir", v)?;
         }
+
+        // An empty [calls] (the example file's, all commented) sets no call rules.
+        if let Some(c) = &raw.calls
+            && !c.get_ref().is_empty()
+        {
+            s.calls = Some(cx.calls(c.get_ref(), c.span())?);
+        }
         Ok(s)
     }
 
@@ -479,6 +505,7 @@ struct RawFile {
     bans: RawBans,
     #[serde(default)]
     state: RawState,
+    calls: Option<Spanned<RawCalls>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -547,6 +574,71 @@ struct RawBans {
 #[serde(deny_unknown_fields, expecting = "a [state] table")]
 struct RawState {
     dir: Option<Val>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [calls] table")]
+struct RawCalls {
+    country_code: Option<Val>,
+    international_prefix: Option<Val>,
+    national_prefix: Option<Val>,
+    outside_line: Option<Val>,
+    timezone: Option<Val>,
+    business_hours: Option<List>,
+    holidays: Option<List>,
+    block: Option<List>,
+    allow: Option<List>,
+    after_hours_block: Option<List>,
+    default_block: Option<Val>,
+    trunks: Option<List>,
+    max_calls_per_minute: Option<Val>,
+    max_same_number: Option<Val>,
+    block_for: Option<Val>,
+}
+
+impl RawCalls {
+    fn is_empty(&self) -> bool {
+        let RawCalls {
+            country_code,
+            international_prefix,
+            national_prefix,
+            outside_line,
+            timezone,
+            business_hours,
+            holidays,
+            block,
+            allow,
+            after_hours_block,
+            default_block,
+            trunks,
+            max_calls_per_minute,
+            max_same_number,
+            block_for,
+        } = self;
+        [
+            country_code,
+            international_prefix,
+            national_prefix,
+            outside_line,
+            timezone,
+            default_block,
+            max_calls_per_minute,
+            max_same_number,
+            block_for,
+        ]
+        .iter()
+        .all(|v| v.is_none())
+            && [
+                business_hours,
+                holidays,
+                block,
+                allow,
+                after_hours_block,
+                trunks,
+            ]
+            .iter()
+            .all(|v| v.is_none())
+    }
 }
 
 /// An array whose elements keep their own spans. (A plain `Vec` would do, but serde would
@@ -777,20 +869,24 @@ impl Ctx<'_> {
     }
 
     fn networks(&self, list: &List) -> Result<Vec<IpNet>, ConfigError> {
+        self.networks_named("cidrs", list)
+    }
+
+    fn networks_named(&self, field: &str, list: &List) -> Result<Vec<IpNet>, ConfigError> {
         let mut nets: Vec<IpNet> = Vec::new();
         for v in &list.get_ref().0 {
-            let s = self.string("cidrs", v)?;
+            let s = self.string(field, v)?;
             let net = parse_net(s.trim()).ok_or_else(|| {
                 self.at(
                     v.span(),
                     format!(
-                        "cidrs: {s:?} is not an address or network (e.g. \"198.51.100.7\", \
+                        "{field}: {s:?} is not an address or network (e.g. \"198.51.100.7\", \
                          \"198.51.100.0/24\", \"2001:db8::/48\")"
                     ),
                 )
             })?;
             if nets.contains(&net) {
-                return Err(self.at(v.span(), format!("cidrs: {net} is listed twice")));
+                return Err(self.at(v.span(), format!("{field}: {net} is listed twice")));
             }
             nets.push(net);
         }
@@ -817,6 +913,198 @@ impl Ctx<'_> {
             codes.push(code);
         }
         Ok(codes)
+    }
+
+    /// A string of digits (possibly empty when `empty_ok`).
+    fn digits(&self, field: &str, v: &Val, empty_ok: bool) -> Result<String, ConfigError> {
+        let t = self.string(field, v)?.trim();
+        if (t.is_empty() && !empty_ok) || !t.bytes().all(|b| b.is_ascii_digit()) || t.len() > 6 {
+            return Err(self.at(
+                v.span(),
+                format!(
+                    "{field}: {t:?} is not {}digits, e.g. \"{}\"",
+                    if empty_ok { "empty or " } else { "" },
+                    if field == "country_code" { "44" } else { "00" }
+                ),
+            ));
+        }
+        Ok(t.to_string())
+    }
+
+    fn prefixes(&self, field: &str, list: &List) -> Result<Vec<String>, ConfigError> {
+        let mut out: Vec<String> = Vec::new();
+        for v in &list.get_ref().0 {
+            let t = self.string(field, v)?;
+            let p = crate::calls::rules::parse_prefix(t)
+                .map_err(|e| self.at(v.span(), format!("{field}: {e}")))?;
+            if out.contains(&p) {
+                return Err(self.at(v.span(), format!("{field}: \"+{p}\" is listed twice")));
+            }
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    fn count(&self, field: &str, v: &Val) -> Result<u32, ConfigError> {
+        let n = self.int(field, v)?;
+        u32::try_from(n).map_err(|_| {
+            self.at(
+                v.span(),
+                format!("{field}: {n} is not a count from 0 (off) to {}", u32::MAX),
+            )
+        })
+    }
+
+    fn calls(&self, c: &RawCalls, span: std::ops::Range<usize>) -> Result<Calls, ConfigError> {
+        use crate::calls::{dialplan::DialPlan, rules::RuleSet, schedule};
+        let cc = match &c.country_code {
+            Some(v) => self.digits("country_code", v, false)?,
+            None => {
+                return Err(self.at(
+                    span.start..span.start + 1,
+                    "[calls] needs country_code: the PBX's own E.164 calling code, e.g. \"1\" \
+                     (North America) or \"44\"",
+                ));
+            }
+        };
+        let nanp = cc == "1";
+        let plan = DialPlan {
+            international_prefix: match &c.international_prefix {
+                Some(v) => self.digits("international_prefix", v, true)?,
+                None => if nanp { "011" } else { "00" }.into(),
+            },
+            national_prefix: match &c.national_prefix {
+                Some(v) => self.digits("national_prefix", v, true)?,
+                None => if nanp { "1" } else { "0" }.into(),
+            },
+            outside_line: match &c.outside_line {
+                Some(v) => self.digits("outside_line", v, true)?,
+                None => String::new(),
+            },
+            country_code: cc,
+        };
+        let tz = match &c.timezone {
+            Some(v) => {
+                let name = self.string("timezone", v)?;
+                jiff::tz::TimeZone::get(name).map_err(|e| {
+                    self.at(
+                        v.span(),
+                        format!(
+                            "timezone: {name:?} is not a time zone ({e}); use an IANA name such \
+                             as \"America/New_York\" or \"UTC\""
+                        ),
+                    )
+                })?
+            }
+            None => {
+                if let Some(l) = c.business_hours.as_ref().or(c.holidays.as_ref()) {
+                    return Err(self.at(
+                        l.span(),
+                        "business hours need [calls] timezone, e.g. timezone = \"Europe/London\"",
+                    ));
+                }
+                jiff::tz::TimeZone::UTC
+            }
+        };
+        let mut windows = Vec::new();
+        if let Some(l) = &c.business_hours {
+            for v in &l.get_ref().0 {
+                let t = self.string("business_hours", v)?;
+                windows.push(
+                    schedule::parse_window(t)
+                        .map_err(|e| self.at(v.span(), format!("business_hours: {e}")))?,
+                );
+            }
+        }
+        let mut holidays = Vec::new();
+        if let Some(l) = &c.holidays {
+            for v in &l.get_ref().0 {
+                let t = self.string("holidays", v)?;
+                holidays.push(t.trim().parse::<jiff::civil::Date>().map_err(|_| {
+                    self.at(
+                        v.span(),
+                        format!("holidays: {t:?} is not a date (YYYY-MM-DD, e.g. \"2026-12-25\")"),
+                    )
+                })?);
+            }
+        }
+        let list = |field: &str, l: &Option<List>| match l {
+            Some(l) => self.prefixes(field, l),
+            None => Ok(Vec::new()),
+        };
+        let block = list("block", &c.block)?;
+        let allow = list("allow", &c.allow)?;
+        let after = list("after_hours_block", &c.after_hours_block)?;
+        let default_block = match &c.default_block {
+            Some(v) => self.boolean("default_block", v)?,
+            None => true,
+        };
+        let rules = RuleSet::new(&block, &allow, &after, default_block).map_err(|e| {
+            let at = c
+                .allow
+                .as_ref()
+                .or(c.after_hours_block.as_ref())
+                .map(|l| l.span())
+                .unwrap_or(span.clone());
+            self.at(at, format!("[calls]: {e}"))
+        })?;
+        let trunks = match &c.trunks {
+            Some(l) => self.networks_named("trunks", l)?,
+            None => Vec::new(),
+        };
+        let max_calls_per_minute = match &c.max_calls_per_minute {
+            Some(v) => self.count("max_calls_per_minute", v)?,
+            None => 0,
+        };
+        let max_same_number = match &c.max_same_number {
+            None => None,
+            Some(v) => {
+                let toml::Value::Table(t) = v.get_ref() else {
+                    return Err(self.at(
+                        v.span(),
+                        "max_same_number: expected a table, e.g. { calls = 5, within = \"10m\" }",
+                    ));
+                };
+                let bad = |why: String| self.at(v.span(), format!("max_same_number: {why}"));
+                if let Some(k) = t.keys().find(|k| *k != "calls" && *k != "within") {
+                    return Err(bad(format!(
+                        "unknown key `{k}`, expected `calls` and `within`"
+                    )));
+                }
+                let calls = match t.get("calls") {
+                    Some(toml::Value::Integer(n)) if *n > 0 && *n <= u32::MAX as i64 => *n as u32,
+                    _ => return Err(bad("`calls` must be a count above 0".into())),
+                };
+                let within = match t.get("within") {
+                    Some(toml::Value::String(w)) => humantime::parse_duration(w.trim())
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            bad(format!("`within`: {w:?} is not a duration such as \"10m\""))
+                        })?,
+                    _ => return Err(bad("`within` must be a duration such as \"10m\"".into())),
+                };
+                Some((calls, within))
+            }
+        };
+        let block_for = match &c.block_for {
+            Some(v) => self.duration("block_for", v)?,
+            None => Duration::from_secs(3600),
+        };
+        Ok(Calls {
+            plan,
+            schedule: schedule::Schedule {
+                tz,
+                windows,
+                holidays,
+            },
+            rules,
+            default_block,
+            trunks,
+            max_calls_per_minute,
+            max_same_number,
+            block_for,
+        })
     }
 
     fn path(&self, field: &str, v: &Val) -> Result<PathBuf, ConfigError> {
@@ -988,6 +1276,7 @@ dir = "/srv/sip-filter"
                 state: State {
                     dir: "/srv/sip-filter".into(),
                 },
+                calls: None,
             }
         );
         assert!(s.is_allowed("203.0.113.7".parse().unwrap()));
@@ -1083,6 +1372,88 @@ dir = "/srv/sip-filter"
     }
 
     #[test]
+    fn calls_section() {
+        let s = parse(
+            r#"
+[calls]
+country_code = "1"
+outside_line = "9"
+timezone = "America/New_York"
+business_hours = ["Mon-Fri 08:00-17:00"]
+holidays = ["2026-12-25"]
+block = ["+882", "+883"]
+allow = ["+1"]
+after_hours_block = ["+"]
+trunks = ["198.51.100.7"]
+max_calls_per_minute = 10
+max_same_number = { calls = 5, within = "10m" }
+block_for = "1h"
+"#,
+        );
+        let c = s.calls.unwrap();
+        assert_eq!(c.plan.international_prefix, "011", "NANP default");
+        assert_eq!(c.plan.national_prefix, "1");
+        assert_eq!(c.plan.outside_line, "9");
+        assert_eq!(c.schedule.windows.len(), 1);
+        assert!(c.default_block);
+        assert_eq!(c.trunks, [net("198.51.100.7/32")]);
+        assert_eq!(c.max_same_number, Some((5, Duration::from_secs(600))));
+        let uk = parse("[calls]\ncountry_code = \"44\"\n").calls.unwrap();
+        assert_eq!(
+            (
+                uk.plan.international_prefix.as_str(),
+                uk.plan.national_prefix.as_str()
+            ),
+            ("00", "0")
+        );
+        for (text, want) in [
+            (
+                "[calls]\nblock = [\"+882\"]\n",
+                "sip-filter.toml:1:1: [calls] needs country_code",
+            ),
+            (
+                "[calls]\ncountry_code = \"1\"\nblock = [\"882\"]\n",
+                "sip-filter.toml:3:10: block: \"882\" is not an E.164 prefix",
+            ),
+            (
+                "[calls]\ncountry_code = \"1\"\ntimezone = \"Mars/Olympus\"\n",
+                "sip-filter.toml:3:12: timezone: \"Mars/Olympus\" is not a time zone",
+            ),
+            (
+                "[calls]\ncountry_code = \"1\"\nbusiness_hours = [\"Mon-Fri 08:00-17:00\"]\n",
+                "sip-filter.toml:3:18: business hours need [calls] timezone",
+            ),
+            (
+                "[calls]\ncountry_code = \"1\"\ntimezone = \"UTC\"\nbusiness_hours = [\"Mon-Fry 08:00-17:00\"]\n",
+                "sip-filter.toml:4:19: business_hours: \"Fry\" is not a day",
+            ),
+            (
+                "[calls]\ncountry_code = \"1\"\ntimezone = \"UTC\"\nholidays = [\"2026-13-01\"]\n",
+                "sip-filter.toml:4:13: holidays: \"2026-13-01\" is not a date",
+            ),
+            (
+                "[calls]\ncountry_code = \"1\"\nmax_same_number = { calls = 0, within = \"10m\" }\n",
+                "max_same_number: `calls` must be a count above 0",
+            ),
+            (
+                "[calls]\ncountry_code = \"1\"\nmax_calls_per_minute = -1\n",
+                "max_calls_per_minute: -1 is not a count",
+            ),
+            (
+                "[calls]\ncountry_code = \"1\"\nblock = [\"+44\"]\nallow = [\"+44\"]\n",
+                "is in both block and allow",
+            ),
+            (
+                "[calls]\ncountry_code = \"one\"\n",
+                "country_code: \"one\" is not digits",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
     fn bans_and_state() {
         let s = parse("[bans]\nincrement = true\nrnd_time = \"0s\"\nfactor = 2\n");
         assert!(s.bans.increment);
@@ -1151,7 +1522,7 @@ dir = "/srv/sip-filter"
         assert_eq!(
             err("[sip]\nports = [5060]\n\n[jail]\nmaxretry = 3\n"),
             "sip-filter.toml:4:2: unknown key `jail`, expected one of `sip`, `auth`, \
-             `enumeration`, `allow`, `geo`, `metrics`, `notify`, `bans`, `state`"
+             `enumeration`, `allow`, `geo`, `metrics`, `notify`, `bans`, `state`, `calls`"
         );
         assert_eq!(
             err("[auth]\nmaxretry = 3\n"),

@@ -52,6 +52,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         );
     }
     let settings = load_settings(args.config.as_deref())?;
+    if settings.calls.is_some() {
+        warn!(
+            "[calls]: the toll-fraud rules are compiled and `sip-filter calls check` applies \
+             them, but this release's dataplane does not enforce them yet"
+        );
+    }
     let notifier = settings.notify.webhook.clone().map(Notifier::start);
     let metrics_listener = match settings.metrics.listen {
         Some(addr) => Some(metrics::bind(addr).await?),

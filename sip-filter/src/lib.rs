@@ -3,6 +3,7 @@ pub mod addr;
 pub mod allow;
 pub mod attach;
 pub mod bans;
+pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod daemon;

@@ -5,19 +5,12 @@ use std::{fs, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::util::{cargo, run, workspace_root};
+use crate::util::{build_release_daemon, cargo, run, workspace_root};
 
 /// Builds the package; returns its path.
 pub fn build() -> Result<PathBuf> {
     let root = workspace_root();
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "sip-filter",
-        "--bin",
-        "sip-filter",
-    ]))?;
+    build_release_daemon()?;
     let bin = root.join("target/release/sip-filter");
     let assets = root.join("target/release/deb-assets");
     let _ = fs::remove_dir_all(&assets);

@@ -187,14 +187,7 @@ fn exec_tests_bin(name: &str, args: &[String]) -> Result<()> {
     }
     setup::run_setup()?;
     // The demo and the lab benchmarks run the daemon: its binary goes next to theirs.
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "sip-filter",
-        "--bin",
-        "sip-filter",
-    ]))?;
+    util::build_release_daemon()?;
     let mut cmd = cargo();
     cmd.args(["run", "--release", "-p", "tests", "--bin", name, "--"])
         .args(args);

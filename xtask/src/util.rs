@@ -52,6 +52,18 @@ pub fn cargo() -> Command {
     cmd
 }
 
+/// Builds the release `sip-filter` binary (the demo, the benchmarks and the package run it).
+pub fn build_release_daemon() -> anyhow::Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sip-filter",
+        "--bin",
+        "sip-filter",
+    ]))
+}
+
 /// Human-readable command line, for progress and error messages.
 pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();

@@ -2,6 +2,7 @@
 //! The policy they apply lives in the library (`bans`, `allow`, `rules`, `geo_source`).
 mod allow;
 mod ban;
+mod calls;
 mod docs;
 mod geo;
 mod replay;
@@ -50,6 +51,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: allow::AllowCmd,
     },
+    /// Toll-fraud rules: `calls check NUMBER` shows what they decide.
+    Calls {
+        #[command(subcommand)]
+        cmd: calls::CallsCmd,
+    },
     /// Geo-blocking.
     Geo {
         #[command(subcommand)]
@@ -94,6 +100,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::CheckConfig { path } => run::check_config(&path),
         Cmd::Ban { cmd } => ban::ban(iface, cmd),
         Cmd::Allow { cmd } => allow::allow(iface, cmd),
+        Cmd::Calls { cmd } => calls::calls(cmd),
         Cmd::Geo { cmd } => geo::geo(iface, cmd),
         Cmd::Stats { json } => stats::stats(iface, json),
         Cmd::Status { json } => stats::status(iface, json),

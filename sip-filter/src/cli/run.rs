@@ -76,5 +76,18 @@ pub fn check_config(path: &Path) -> Result<()> {
         s.allow.len(),
         geo.prefixes
     );
+    if let Some(c) = &s.calls {
+        println!(
+            "[calls]: {} destination rules ({} dialable forms), {} business-hours windows in {}, \
+             {} trunks",
+            c.rules.len(),
+            sip_filter::calls::rules::Table::compile(&c.plan, &c.rules)
+                .forms
+                .len(),
+            c.schedule.windows.len(),
+            c.schedule.tz.iana_name().unwrap_or("UTC"),
+            c.trunks.len()
+        );
+    }
     Ok(())
 }
