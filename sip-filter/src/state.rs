@@ -66,6 +66,8 @@ pub mod lifted {
     pub const OPERATOR: &str = "operator";
     /// A new ban of the same target took its place.
     pub const REPLACED: &str = "replaced";
+    /// `sip-filter detach` forgot every ban (the history stays, for repeat offenders).
+    pub const DETACHED: &str = "detached";
 }
 
 /// A ban as the state file holds it.
@@ -276,6 +278,14 @@ impl State {
             params![id, boot_id, created_ns as i64],
         )?;
         Ok(())
+    }
+
+    /// Closes every ban not lifted yet; returns how many.
+    pub fn lift_all(&self, at: SystemTime, by: &str) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE bans SET lifted_ms = ?1, lifted_by = ?2 WHERE lifted_ms IS NULL",
+            params![clock::unix_ms(at), by],
+        )?)
     }
 
     /// Bans not lifted yet (some may have expired since).

@@ -386,3 +386,33 @@ fn a_damaged_state_file_is_set_aside_and_the_pins_keep_their_bans() {
     assert!(err.contains("state directory"), "{err}");
     assert_eq!(c.register(PBX_V4, Creds::Good), None, "the ban still holds");
 }
+
+#[test]
+fn detach_forgets_the_bans_but_not_the_history() {
+    let mut f = Filter::start(&[], BASE);
+    let _pbx = f.responder();
+    let c = f.client(&format!("{ATTACKER}:0"));
+    brute_force(&f, &c);
+    assert!(wait_for(Duration::from_secs(5), || history(&f, ATTACKER)
+        .len()
+        == 1));
+    let out = f.cli_ok(&["detach"]);
+    assert!(out.contains("1 bans closed"), "{out}");
+    if let Some(mut d) = f.daemon.take() {
+        d.wait_exit(Duration::from_secs(5)).unwrap();
+    }
+    // A new start on fresh maps restores nothing: detach meant "forget the bans".
+    f.run_daemon();
+    assert!(f.bans().is_empty(), "{:?}", f.bans());
+    assert_eq!(c.register(PBX_V4, Creds::Good), Some(200));
+    let h = history(&f, ATTACKER);
+    assert_eq!(h[0]["lifted_by"], "detached", "{h:?}");
+    // The history still counts: the next ban is the source's second offence.
+    brute_force(&f, &c);
+    let b = f
+        .bans()
+        .into_iter()
+        .find(|b| b["addr"] == ATTACKER)
+        .unwrap();
+    assert_eq!(b["offences"], 2, "{b}");
+}

@@ -1,8 +1,18 @@
 //! `run`, `detach` and `check-config`: the filter's life on an interface.
-use std::{path::Path, path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
 
 use anyhow::{Context as _, Result};
-use sip_filter::{attach, config::Settings, daemon, geo::GeoTable, geo_source, pidfile, privilege};
+use sip_filter::{
+    attach,
+    config::Settings,
+    daemon,
+    geo::GeoTable,
+    geo_source, pidfile, privilege,
+    state::{State, lifted},
+};
 
 use super::default_config;
 
@@ -58,6 +68,16 @@ pub fn detach(iface: Option<&str>) -> Result<()> {
         std::thread::sleep(Duration::from_millis(300));
     }
     attach::detach(iface)?;
+    // Detaching forgets the bans: the next start must not restore them from the state file
+    // (their history stays, for repeat offenders).
+    let state = super::ban::state_file(iface);
+    if state.exists() {
+        match State::open(&state).and_then(|s| s.lift_all(SystemTime::now(), lifted::DETACHED)) {
+            Ok(n) if n > 0 => println!("{n} bans closed in {}", state.display()),
+            Ok(_) => {}
+            Err(e) => eprintln!("note: {} not updated: {e:#}", state.display()),
+        }
+    }
     println!("sip-filter removed from {iface}");
     Ok(())
 }
