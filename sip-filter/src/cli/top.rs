@@ -128,17 +128,17 @@ fn draw(
         })
         .collect();
     f.render_widget(
-        Table::new(
+        table(
             rows,
-            [
+            &[
                 Constraint::Min(24),
                 Constraint::Length(8),
                 Constraint::Length(10),
                 Constraint::Length(12),
             ],
-        )
-        .header(Row::new(["reason", "action", "per sec", "total"]).bold())
-        .block(Block::bordered().title(" packets and events ")),
+            &["reason", "action", "per sec", "total"],
+            " packets and events ",
+        ),
         left,
     );
 
@@ -181,18 +181,30 @@ fn draw(
         })
         .collect();
     f.render_widget(
-        Table::new(
+        table(
             rows,
-            [
+            &[
                 Constraint::Length(8),
                 Constraint::Min(16),
                 Constraint::Length(14),
                 Constraint::Length(3),
                 Constraint::Length(8),
             ],
-        )
-        .header(Row::new(["time", "source", "reason", "#", "now"]).bold())
-        .block(Block::bordered().title(" last bans ")),
+            &["time", "source", "reason", "#", "now"],
+            " last bans ",
+        ),
         last,
     );
+}
+
+/// One of the panes: a bordered table with a bold header.
+fn table<'a>(
+    rows: Vec<Row<'a>>,
+    widths: &[Constraint],
+    header: &[&'a str],
+    title: &'a str,
+) -> Table<'a> {
+    Table::new(rows, widths.to_vec())
+        .header(Row::new(header.to_vec()).bold())
+        .block(Block::bordered().title(title))
 }
