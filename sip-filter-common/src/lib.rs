@@ -38,6 +38,10 @@ pub const CLOCK_INDEX: u32 = 0;
 
 /// Program names in the object file.
 pub const XDP_PROG: &str = "sip_xdp";
+/// The SIP request inspection: an XDP program of its own, tail-called by `sip_xdp` from
+/// `PROGS[INSPECT_SLOT]`, so that the kernel verifies it on its own budget (docs/verifier.md, 12).
+pub const INSPECT_PROG: &str = "sip_inspect";
+pub const INSPECT_SLOT: u32 = 0;
 pub const TC_PROG: &str = "sip_tc";
 /// An empty XDP program kept in the object as the benchmarks' baseline.
 pub const PASS_PROG: &str = "sip_pass";

@@ -22,6 +22,8 @@ pub enum Kind {
     LruHash,
     LpmTrie,
     RingBuf,
+    /// Programs the XDP program tail-calls (its slots are filled by the loader, not cleared).
+    ProgArray,
 }
 
 impl Kind {
@@ -33,7 +35,7 @@ impl Kind {
     /// Arrays are indexed by design (a counter, a /24 word): their size is part of the layout,
     /// where the size of the other maps is a deployment's choice (`Dataplane::load_with`).
     pub const fn size_is_layout(self) -> bool {
-        matches!(self, Kind::Array | Kind::PerCpuArray)
+        matches!(self, Kind::Array | Kind::PerCpuArray | Kind::ProgArray)
     }
 }
 
@@ -130,6 +132,8 @@ maps! {
     SCRATCH: <u32, Scratch> PerCpuArray, Scratch, 1;
     /// The suspend offset of the kernel's clock.
     CLOCK: <u32, u64> Array, Policy, 1;
+    /// The SIP request inspection, tail-called by the XDP program (slot `INSPECT_SLOT`).
+    PROGS: <u32, u32> ProgArray, Scratch, 1;
 }
 
 /// The row of the map called `name`.

@@ -1,15 +1,20 @@
 //! XDP ingress verdict: allowlist, ban, geo, then SIP request inspection. Every verdict leaves
 //! through `exit`, which counts it and records it (with what the packet was) in the trace.
+//!
+//! The request inspection is a program of its own, `sip_inspect`, which `sip_xdp` tail-calls for
+//! a packet to a SIP port that no ban, allowlist entry or geo rule decided: the kernel verifies
+//! each program on its own budget of a million instructions, and the inspection (the credential
+//! scan, and what the next features add to it) no longer shares `sip_xdp`'s (docs/verifier.md, 12).
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     helpers::generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
-use sip_filter_common::{Config, Flow, FlowKey, Reason, SCAN_BUF, creds, method};
+use sip_filter_common::{Config, Flow, FlowKey, INSPECT_SLOT, Reason, SCAN_BUF, creds, method};
 
 use crate::{
     ban, geo,
-    maps::{FLOWS, SCRATCH, config, count, count_at, trace},
+    maps::{FLOWS, PROGS, SCRATCH, config, count, count_at, trace},
     parse::{
         self, IPPROTO_UDP, Packet, Skip,
         sip::{self, Start},
@@ -72,6 +77,23 @@ fn verdict(ctx: &XdpContext, cfg: &Config) -> u32 {
         return exit(cfg, Reason::DroppedGeo, XDP_DROP);
     }
     if is_sip_request_port(cfg, &pkt) {
+        // On success the tail call does not return: `inspect` takes the verdict from here.
+        unsafe { PROGS.tail_call(ctx, INSPECT_SLOT) };
+        // An empty slot (the loader fills it before attaching): pass uninspected.
+    }
+    exit(cfg, Reason::Passed, XDP_PASS)
+}
+
+/// `sip_inspect`: a packet to a SIP port from a source that nothing above decided, entered by
+/// tail call from `sip_xdp` (which counted it as seen and started its trace).
+pub fn inspect(ctx: &XdpContext) -> u32 {
+    let Some(cfg) = config() else {
+        return XDP_PASS;
+    };
+    // The same parse as `sip_xdp`'s; checked again because the verifier knows nothing of it.
+    if let Ok(pkt) = parse::packet(ctx.data(), ctx.data_end())
+        && is_sip_request_port(cfg, &pkt)
+    {
         inspect_request(ctx, cfg, &pkt);
     }
     exit(cfg, Reason::Passed, XDP_PASS)

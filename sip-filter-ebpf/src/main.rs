@@ -25,6 +25,12 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
     ingress::run(&ctx)
 }
 
+/// The SIP request inspection, tail-called by `sip_xdp` (never attached).
+#[xdp(frags)]
+pub fn sip_inspect(ctx: XdpContext) -> u32 {
+    ingress::inspect(&ctx)
+}
+
 /// Benchmark baseline: what an XDP program that does nothing costs. Never attached.
 #[xdp]
 pub fn sip_pass(_ctx: XdpContext) -> u32 {

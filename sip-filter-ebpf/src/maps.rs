@@ -2,7 +2,7 @@
 //! `sip_filter_common::map`, from which userspace pins, checks and shows it.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sip_filter_common::{
     Ban, Config, Failures, Flow, FlowKey, GeoBits, GeoKey, Reason, SCRATCH_LEN, SCRATCH_PAD, Trace,
@@ -77,6 +77,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(map::EVENTS.max_entries, 0)
 #[map]
 pub static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN + SCRATCH_PAD]> =
     PerCpuArray::with_max_entries(map::CLOCK.max_entries, 0);
+
+/// `sip_inspect` at `INSPECT_SLOT`, filled by the loader: the request inspection, verified apart.
+#[map]
+pub static PROGS: ProgramArray = ProgramArray::with_max_entries(map::PROGS.max_entries, 0);
 
 /// See `sip_filter_common::CLOCK_INDEX`.
 #[map]

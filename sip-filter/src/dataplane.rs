@@ -50,12 +50,28 @@ impl Dataplane {
         dp.tc_mut()?
             .load()
             .context("the kernel rejected the TC program")?;
+        dp.load_inspect()?;
         // A freshly created CONFIG holds zeros (no ports); keep a reused one as it is.
         if dp.config()?.nports == 0 {
             dp.set_config(&Config::default())?;
         }
         dp.sync_clock()?;
         Ok(dp)
+    }
+
+    /// Loads the request inspection and puts it where `sip_xdp` tail-calls it. On a restart the
+    /// pinned `PROGS` slot is overwritten: the new inspection takes over in one atomic update.
+    fn load_inspect(&mut self) -> Result<()> {
+        let prog = self.xdp_program_mut(sip_filter_common::INSPECT_PROG)?;
+        prog.load()
+            .context("the kernel rejected the request inspection program")?;
+        let fd = prog.fd()?.try_clone()?;
+        let mut progs: aya::maps::ProgramArray<&mut aya::maps::MapData> =
+            aya::maps::ProgramArray::try_from(self.map_mut(map::PROGS.name)?)?;
+        progs
+            .set(sip_filter_common::INSPECT_SLOT, &fd, 0)
+            .context("installing the request inspection")?;
+        Ok(())
     }
 
     /// Takes a map out of the object (the daemon's ring buffer reader owns EVENTS).

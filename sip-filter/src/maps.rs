@@ -157,6 +157,7 @@ pub(crate) fn map_data(m: &Map) -> Result<(&MapData, map::Kind)> {
         Map::LruHashMap(d) => (d, Kind::LruHash),
         Map::LpmTrie(d) => (d, Kind::LpmTrie),
         Map::RingBuf(d) => (d, Kind::RingBuf),
+        Map::ProgramArray(d) => (d, Kind::ProgArray),
         other => bail!("a map of a kind the map table does not use: {other:?}"),
     })
 }
