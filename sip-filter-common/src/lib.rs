@@ -42,6 +42,10 @@ pub const XDP_PROG: &str = "sip_xdp";
 /// `PROGS[INSPECT_SLOT]`, so that the kernel verifies it on its own budget (docs/verifier.md, 12).
 pub const INSPECT_PROG: &str = "sip_inspect";
 pub const INSPECT_SLOT: u32 = 0;
+/// The toll-fraud check of INVITEs and ACKs, tail-called by `sip_xdp` from `PROGS[CALLS_SLOT]`
+/// while call rules are in force; it goes on to the inspection for calls it does not block.
+pub const CALLS_PROG: &str = "sip_calls";
+pub const CALLS_SLOT: u32 = 1;
 pub const TC_PROG: &str = "sip_tc";
 /// An empty XDP program kept in the object as the benchmarks' baseline.
 pub const PASS_PROG: &str = "sip_pass";
@@ -71,6 +75,9 @@ pub struct Config {
     /// Non-zero to have each program run record its verdict in `TRACE` (replay and tests set
     /// it; a live filter leaves it off and pays nothing).
     pub trace: u8,
+    /// Non-zero when `CALL_RULES` holds the toll-fraud rules: INVITEs are judged by them.
+    pub calls_active: u8,
+    pub _pad: [u8; 7],
     /// Mask applied to IPv6 sources before tracking and banning (e.g. /64 = 8 x 0xff, 8 x 0).
     pub v6_mask: [u8; 16],
     pub auth_max_failures: u32,
@@ -115,6 +122,8 @@ impl Default for Config {
             ban_nets_active: 0,
             geo_active: 0,
             trace: 0,
+            calls_active: 0,
+            _pad: [0; 7],
             v6_mask: Self::v6_mask_for(64),
             auth_max_failures: 5,
             scan_max_not_found: 10,
@@ -213,6 +222,32 @@ impl Ban {
         self.expires_ns == 0 || now_ns < self.expires_ns
     }
 }
+
+/// Symbols of a dialled number that a `CALL_RULES` key holds: `+` and ASCII digits, as the
+/// Request-URI's user part has them once `%2B` is read as `+` and the separators `-.()` are
+/// dropped. E.164 numbers have at most 15 digits; prefixes (outside line, international
+/// prefix) fit in the rest. Longer numbers are looked up by their first symbols.
+pub const CALL_SYMBOLS: usize = 24;
+/// The data of a `CALL_RULES` key (its LPM prefix length is 8 bits per symbol).
+pub type CallDigits = [u8; CALL_SYMBOLS];
+
+/// Value of `CALL_RULES`: what a call to a number with this dialable form gets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CallRule {
+    /// Non-zero: blocked now (userspace flips after-hours rules at the schedule's edges).
+    pub blocked: u8,
+    /// Fewer digits than this in the user part: an extension or local number, not matched.
+    pub min_digits: u8,
+    pub _pad: [u8; 2],
+    /// The rule's index in userspace's rule list (for logs and `stats`).
+    pub rule: u32,
+}
+
+/// Bytes of `CALL_REPLY`: the status line a blocked INVITE's request line is overwritten with
+/// (as many bytes as the request line had, so nothing else in the packet moves).
+pub const CALL_REPLY_LEN: usize = 256;
+pub type CallReply = [u8; CALL_REPLY_LEN];
 
 /// Key of `FLOWS`: one SIP client socket (address and source port).
 /// Digest auth is per transaction, and NAT puts many phones behind one address on different ports,
@@ -410,13 +445,15 @@ mod user {
     unsafe impl aya::Pod for GeoKey {}
     unsafe impl aya::Pod for GeoBits {}
     unsafe impl aya::Pod for Trace {}
+    unsafe impl aya::Pod for CallRule {}
 }
 
 /// Sizes pinned here must match the kernel side; a struct that grows implicit padding fails to
 /// compile instead of silently misreading a map.
 const _: () = {
     use core::mem::size_of;
-    assert!(size_of::<Config>() == 16 + 2 + 6 + 16 + 8 + 32);
+    assert!(size_of::<Config>() == 16 + 2 + 6 + 8 + 16 + 8 + 32);
+    assert!(size_of::<CallRule>() == 8);
     assert!(size_of::<Ban>() == 64);
     assert!(size_of::<FlowKey>() == 20);
     assert!(size_of::<Flow>() == 8);

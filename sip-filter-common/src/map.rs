@@ -9,8 +9,8 @@
 use core::mem::size_of;
 
 use crate::{
-    Ban, Config, Failures, Flow, FlowKey, GeoBits, GeoKey, SCRATCH_LEN, SCRATCH_PAD, STATS_SLOTS,
-    Trace,
+    Ban, CallDigits, CallReply, CallRule, Config, Failures, Flow, FlowKey, GeoBits, GeoKey,
+    SCRATCH_LEN, SCRATCH_PAD, STATS_SLOTS, Trace,
 };
 
 /// The kernel map types the dataplane uses.
@@ -132,8 +132,15 @@ maps! {
     SCRATCH: <u32, Scratch> PerCpuArray, Scratch, 1;
     /// The suspend offset of the kernel's clock.
     CLOCK: <u32, u64> Array, Policy, 1;
-    /// The SIP request inspection, tail-called by the XDP program (slot `INSPECT_SLOT`).
-    PROGS: <u32, u32> ProgArray, Scratch, 1;
+    /// The stages the XDP program tail-calls: the request inspection (`INSPECT_SLOT`) and the
+    /// call rules (`CALLS_SLOT`).
+    PROGS: <u32, u32> ProgArray, Scratch, 2;
+    /// Every dialable form of every toll-fraud rule: dialled symbols -> verdict.
+    CALL_RULES: <CallDigits, CallRule> LpmTrie, Policy, 262_144;
+    /// The PBX's trunks: calls from them are inbound, not judged by the call rules.
+    TRUNKS: <Addr, u32> LpmTrie, Policy, 1_024;
+    /// The status line a blocked INVITE is answered with, padded with spaces.
+    CALL_REPLY: <u32, CallReply> Array, Policy, 1;
 }
 
 /// The row of the map called `name`.

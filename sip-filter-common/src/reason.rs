@@ -91,6 +91,8 @@ reasons! {
     // Counted by userspace (`bans::add`), in CPU 0's slot, so that the pinned counters hold
     // every ban however it was made.
     BansManual = "bans_manual", "ban", "bans an operator added (`ban add`)";
+    CallsChecked = "calls_checked", "inspect", "INVITEs and ACKs whose dialled number the call rules looked up";
+    CallBlocked = "call_blocked", "drop", "calls blocked by a toll-fraud rule (INVITEs answered 403 by the filter, their ACKs dropped): the PBX never saw them";
 }
 
 /// Slots in `STATS`: room for counters added later without resizing a pinned map.

@@ -6,14 +6,16 @@
 //! each program on its own budget of a million instructions, and the inspection (the credential
 //! scan, and what the next features add to it) no longer shares `sip_xdp`'s (docs/verifier.md, 12).
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
-use sip_filter_common::{Config, Flow, FlowKey, INSPECT_SLOT, Reason, SCAN_BUF, creds, method};
+use sip_filter_common::{
+    CALLS_SLOT, Config, Flow, FlowKey, INSPECT_SLOT, Reason, SCAN_BUF, creds, method,
+};
 
 use crate::{
-    ban, geo,
+    ban, calls, geo,
     maps::{FLOWS, PROGS, SCRATCH, config, count, count_at, trace},
     parse::{
         self, IPPROTO_UDP, Packet, Skip,
@@ -63,29 +65,37 @@ fn verdict(ctx: &XdpContext, cfg: &Config) -> u32 {
     let key = ban::source_key(&pkt.src, pkt.is_v6, cfg);
 
     // The ban lookup comes first because it is the hot path under attack; the allowlist still
-    // wins, it is only consulted after a hit.
-    if ban::is_banned(&key, &pkt.src, cfg) && in_scope(cfg, &pkt) {
-        if ban::is_allowed(&pkt.src, cfg) {
-            return exit(cfg, Reason::Allowlisted, XDP_PASS);
-        }
-        return exit(cfg, Reason::DroppedBanned, XDP_DROP);
-    }
+    // wins.
+    let banned = ban::is_banned(&key, &pkt.src, cfg) && in_scope(cfg, &pkt);
     if ban::is_allowed(&pkt.src, cfg) {
+        // The allowlist exempts from bans and geo, never from the call rules.
+        if cfg.calls_active != 0 && is_sip_request_port(cfg, &pkt) {
+            unsafe { PROGS.tail_call(ctx, CALLS_SLOT) };
+        }
         return exit(cfg, Reason::Allowlisted, XDP_PASS);
+    }
+    if banned {
+        return exit(cfg, Reason::DroppedBanned, XDP_DROP);
     }
     if cfg.geo_active != 0 && in_scope(cfg, &pkt) && geo::blocked(&pkt.src, pkt.is_v6) {
         return exit(cfg, Reason::DroppedGeo, XDP_DROP);
     }
     if is_sip_request_port(cfg, &pkt) {
-        // On success the tail call does not return: `inspect` takes the verdict from here.
+        // On success a tail call does not return: `calls_stage` or `inspect` takes the verdict.
+        // The call stage picks out INVITEs and ACKs itself: this program reads no payload
+        // (6.1's verifier loses track of which parse paths set it).
+        if cfg.calls_active != 0 {
+            unsafe { PROGS.tail_call(ctx, CALLS_SLOT) };
+        }
         unsafe { PROGS.tail_call(ctx, INSPECT_SLOT) };
         // An empty slot (the loader fills it before attaching): pass uninspected.
     }
     exit(cfg, Reason::Passed, XDP_PASS)
 }
 
-/// `sip_inspect`: a packet to a SIP port from a source that nothing above decided, entered by
-/// tail call from `sip_xdp` (which counted it as seen and started its trace).
+/// `sip_inspect`: a packet to a SIP port from a source that nothing above decided (or an
+/// allowlisted one, while call rules are in force), entered by tail call from `sip_xdp`, which
+/// counted it as seen and started its trace.
 pub fn inspect(ctx: &XdpContext) -> u32 {
     let Some(cfg) = config() else {
         return XDP_PASS;
@@ -97,6 +107,64 @@ pub fn inspect(ctx: &XdpContext) -> u32 {
         inspect_request(ctx, cfg, &pkt);
     }
     exit(cfg, Reason::Passed, XDP_PASS)
+}
+
+/// The Request-URI of an INVITE (7) or an ACK (4) starts this far into the message; 0 for
+/// other messages.
+#[inline(always)]
+fn call_uri(ctx: &XdpContext, pkt: &Packet) -> usize {
+    let p = pkt.payload;
+    if p + 8 > ctx.data_end() {
+        return 0;
+    }
+    let first8 = unsafe { core::ptr::read_unaligned(p as *const u64) };
+    if first8 & 0x00ff_ffff_ffff_ffff == u64::from_le_bytes(*b"INVITE \0") {
+        7
+    } else if first8 as u32 == u32::from_le_bytes(*b"ACK ") {
+        4
+    } else {
+        0
+    }
+}
+
+/// `sip_calls`: a packet to a SIP port while call rules are in force, entered by tail call from
+/// `sip_xdp`. A blocked INVITE is answered 403 (its ACK dropped); anything else goes on to the
+/// request inspection (an allowlisted source's passes, as the allowlist has it).
+pub fn calls_stage(ctx: &XdpContext) -> u32 {
+    let Some(cfg) = config() else {
+        return XDP_PASS;
+    };
+    // The same shape as `inspect`: 6.1's verifier follows it (the payload is read only under
+    // the parse's own success and the port check).
+    if let Ok(pkt) = parse::packet(ctx.data(), ctx.data_end())
+        && is_sip_request_port(cfg, &pkt)
+    {
+        if let Some(action) = call_verdict(ctx, &pkt) {
+            return exit(cfg, Reason::CallBlocked, action);
+        }
+        if ban::is_allowed(&pkt.src, cfg) {
+            return exit(cfg, Reason::Allowlisted, XDP_PASS);
+        }
+        unsafe { PROGS.tail_call(ctx, INSPECT_SLOT) };
+    }
+    exit(cfg, Reason::Passed, XDP_PASS)
+}
+
+/// The action for a blocked INVITE (answered) or ACK (dropped); `None` for anything else.
+#[inline(always)]
+fn call_verdict(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
+    let uri = call_uri(ctx, pkt);
+    if uri == 0 || !calls::copy_start(ctx, pkt) {
+        return None;
+    }
+    count(Reason::CallsChecked);
+    if !calls::blocked(uri, &pkt.src) {
+        return None;
+    }
+    if uri == 7 && calls::answer(ctx) {
+        return Some(XDP_TX);
+    }
+    Some(XDP_DROP)
 }
 
 /// Records the method of a SIP request and whether it carries credentials, for the egress

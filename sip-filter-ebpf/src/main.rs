@@ -5,6 +5,7 @@
 #![no_main]
 
 mod ban;
+mod calls;
 mod egress;
 mod geo;
 mod ingress;
@@ -29,6 +30,12 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
 #[xdp(frags)]
 pub fn sip_inspect(ctx: XdpContext) -> u32 {
     ingress::inspect(&ctx)
+}
+
+/// The toll-fraud check of INVITEs and ACKs, tail-called by `sip_xdp` (never attached).
+#[xdp(frags)]
+pub fn sip_calls(ctx: XdpContext) -> u32 {
+    ingress::calls_stage(&ctx)
 }
 
 /// Benchmark baseline: what an XDP program that does nothing costs. Never attached.

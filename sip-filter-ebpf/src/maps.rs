@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sip_filter_common::{
-    Ban, Config, Failures, Flow, FlowKey, GeoBits, GeoKey, Reason, SCRATCH_LEN, SCRATCH_PAD, Trace,
-    map,
+    Ban, CallDigits, CallReply, CallRule, Config, Failures, Flow, FlowKey, GeoBits, GeoKey, Reason,
+    SCRATCH_LEN, SCRATCH_PAD, Trace, map,
 };
 
 // --- policy, written by userspace ---------------------------------------------------------
@@ -30,6 +30,20 @@ pub static GEO_V6: Array<u32> = Array::with_max_entries(map::GEO_V6.max_entries,
 #[map]
 pub static GEO_NODES: HashMap<GeoKey, u32> =
     HashMap::with_max_entries(map::GEO_NODES.max_entries, 0);
+
+/// Toll-fraud rules: every dialable form of every prefix (see `calls`); consulted only when
+/// `Config::calls_active` is set.
+#[map]
+pub static CALL_RULES: LpmTrie<CallDigits, CallRule> =
+    LpmTrie::with_max_entries(map::CALL_RULES.max_entries, 0);
+
+/// The PBX's trunks: calls from them are inbound, not judged by the call rules. Value unused.
+#[map]
+pub static TRUNKS: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(map::TRUNKS.max_entries, 0);
+
+/// The status line a blocked INVITE is answered with (one entry, padded with spaces).
+#[map]
+pub static CALL_REPLY: Array<CallReply> = Array::with_max_entries(map::CALL_REPLY.max_entries, 0);
 
 // --- bans ----------------------------------------------------------------------------------
 

@@ -52,12 +52,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         );
     }
     let settings = load_settings(args.config.as_deref())?;
-    if settings.calls.is_some() {
-        warn!(
-            "[calls]: the toll-fraud rules are compiled and `sip-filter calls check` applies \
-             them, but this release's dataplane does not enforce them yet"
-        );
-    }
     let notifier = settings.notify.webhook.clone().map(Notifier::start);
     let metrics_listener = match settings.metrics.listen {
         Some(addr) => Some(metrics::bind(addr).await?),
@@ -162,6 +156,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
     let mut settings = settings;
+    // Which side of business hours the call rules in the kernel were written for.
+    let mut business = business_now(&settings);
 
     loop {
         tokio::select! {
@@ -179,6 +175,21 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 match bans::expire(&mut dp).and_then(|gone| ledger.expired(gone)) {
                     Ok(changes) => reporter.report(changes, &[]),
                     Err(e) => warn!("expiring bans: {e:#}"),
+                }
+                // The schedule's edges: after-hours rules flip in the kernel (within a second).
+                let now_business = business_now(&settings);
+                if now_business != business {
+                    match crate::calls::dataplane::apply(&mut dp, settings.calls.as_ref(), now_business.unwrap_or(false)) {
+                        Ok(_) => {
+                            info!(
+                                "{}: the after-hours call rules are now {}",
+                                if now_business == Some(true) { "business hours began" } else { "business hours ended" },
+                                if now_business == Some(true) { "lifted" } else { "in force" }
+                            );
+                            business = now_business;
+                        }
+                        Err(e) => warn!("flipping the after-hours call rules: {e:#}"),
+                    }
                 }
                 match ledger.sync(&mut dp) {
                     Ok(changes) => reporter.report(changes, &[]),
@@ -201,6 +212,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                             warn!("[metrics], [notify] or [state] changed: restart the daemon to apply it");
                         }
                         ledger.set_policy(s.bans.clone());
+                        business = business_now(&s);
                         settings = s;
                         geo = g;
                     }
@@ -219,6 +231,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     );
     pidfile::remove_pid(&args.iface);
     Ok(())
+}
+
+/// Whether it is business hours for the call rules (`None` without any).
+fn business_now(s: &Settings) -> Option<bool> {
+    s.calls
+        .as_ref()
+        .map(|c| c.schedule.is_business(jiff::Timestamp::now()))
 }
 
 fn reload(dp: &mut Dataplane, path: Option<&Path>, geo: &GeoTable) -> Result<(Settings, GeoTable)> {

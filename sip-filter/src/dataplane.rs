@@ -62,15 +62,21 @@ impl Dataplane {
     /// Loads the request inspection and puts it where `sip_xdp` tail-calls it. On a restart the
     /// pinned `PROGS` slot is overwritten: the new inspection takes over in one atomic update.
     fn load_inspect(&mut self) -> Result<()> {
-        let prog = self.xdp_program_mut(sip_filter_common::INSPECT_PROG)?;
-        prog.load()
-            .context("the kernel rejected the request inspection program")?;
-        let fd = prog.fd()?.try_clone()?;
-        let mut progs: aya::maps::ProgramArray<&mut aya::maps::MapData> =
-            aya::maps::ProgramArray::try_from(self.map_mut(map::PROGS.name)?)?;
-        progs
-            .set(sip_filter_common::INSPECT_SLOT, &fd, 0)
-            .context("installing the request inspection")?;
+        use sip_filter_common::{CALLS_PROG, CALLS_SLOT, INSPECT_PROG, INSPECT_SLOT};
+        for (name, slot, what) in [
+            (INSPECT_PROG, INSPECT_SLOT, "the request inspection"),
+            (CALLS_PROG, CALLS_SLOT, "the call rules"),
+        ] {
+            let prog = self.xdp_program_mut(name)?;
+            prog.load()
+                .with_context(|| format!("the kernel rejected {what} ({name})"))?;
+            let fd = prog.fd()?.try_clone()?;
+            let mut progs: aya::maps::ProgramArray<&mut aya::maps::MapData> =
+                aya::maps::ProgramArray::try_from(self.map_mut(map::PROGS.name)?)?;
+            progs
+                .set(slot, &fd, 0)
+                .with_context(|| format!("installing {what}"))?;
+        }
         Ok(())
     }
 

@@ -53,6 +53,17 @@ pub fn apply(dp: &mut impl Maps, settings: &Settings, old_geo: &GeoTable) -> Res
     let allow_count = allow.keys().count();
     cfg.allow_active = u8::from(allow_count > 0 || !wanted.is_empty());
 
+    // Call rules: entries first, then the flag (a reload keeps the old ones until then).
+    let business = settings
+        .calls
+        .as_ref()
+        .is_some_and(|c| c.schedule.is_business(jiff::Timestamp::now()));
+    cfg.calls_active = u8::from(crate::calls::dataplane::apply(
+        dp,
+        settings.calls.as_ref(),
+        business,
+    )?);
+
     // Geo: while the tables change, keep the check on if either side blocks anything.
     cfg.geo_active = u8::from(!old_geo.is_empty() || !new_geo.is_empty());
     dp.set_config(&cfg)?;
