@@ -128,10 +128,18 @@ fn kernel_bans_at_threshold_and_survive_kill_9_and_restart() {
     let status = f.cli_ok(&["status", "--json"]);
     let s: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert!(s["daemon_pid"].as_i64().is_some(), "{status}");
+    // The two attached programs and the two stages sip_xdp tail-calls; the old ones are gone.
+    let mut names: Vec<&str> = s["program_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap())
+        .collect();
+    names.sort();
     assert_eq!(
-        s["program_ids"].as_array().unwrap().len(),
-        2,
-        "both programs attached: {status}"
+        names,
+        ["sip_calls", "sip_inspect", "sip_tc", "sip_xdp"],
+        "{status}"
     );
 
     // A phone at another address is unaffected.
