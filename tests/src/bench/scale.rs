@@ -30,7 +30,8 @@ fn map_id(m: &Map) -> Result<u32> {
         | Map::LpmTrie(d)
         | Map::PerCpuArray(d)
         | Map::PerCpuHashMap(d)
-        | Map::RingBuf(d) => d,
+        | Map::RingBuf(d)
+        | Map::ProgramArray(d) => d,
         _ => bail!("unexpected map type"),
     };
     Ok(d.info()?.id())
