@@ -540,7 +540,9 @@ mod tests {
         let mut args = VmArgs::default();
         assert_eq!(args.suites(), Suite::ALL);
         args.only = vec![Suite::Control, Suite::Fixtures, Suite::Control];
-        assert_eq!(args.suites(), Suite::ALL);
+        assert_eq!(args.suites(), [Suite::Fixtures, Suite::Control]);
+        args.only = vec![Suite::State, Suite::Fixtures];
+        assert_eq!(args.suites(), [Suite::Fixtures, Suite::State]);
         args.only = vec![Suite::Control];
         assert_eq!(args.suites(), [Suite::Control]);
     }
