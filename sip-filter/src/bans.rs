@@ -40,7 +40,8 @@ fn slot(target: IpNet, v6_prefix: u8) -> Slot {
     }
 }
 
-fn v6_prefix(maps: &mut impl Maps) -> Result<u8> {
+/// The IPv6 prefix length the filter bans by (from the running configuration).
+pub fn v6_prefix(maps: &mut impl Maps) -> Result<u8> {
     Ok(maps
         .config()?
         .v6_mask
@@ -162,7 +163,8 @@ pub fn target_of_key(maps: &mut impl Maps, k: [u8; 16]) -> Result<String> {
     Ok(exact_name(k, v6_prefix(maps)?))
 }
 
-fn exact_name(k: [u8; 16], v6_prefix: u8) -> String {
+/// How `ban list` names an exact-source key (an IPv6 key with its prefix).
+pub fn exact_name(k: [u8; 16], v6_prefix: u8) -> String {
     match addr::from_key(k) {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) if v6_prefix < 128 => format!("{a}/{v6_prefix}"),

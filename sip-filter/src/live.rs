@@ -7,7 +7,7 @@ use anyhow::Result;
 use sip_filter_common::{BanReason, Reason, map};
 
 use crate::{
-    addr, bans,
+    bans,
     maps::{Counters, Maps},
     state::{Row, State},
 };
@@ -39,24 +39,12 @@ pub fn read(maps: &mut impl Maps, state: Option<&Path>, top: usize) -> Result<Re
             )
         })
         .collect();
-    let v6 = maps
-        .config()?
-        .v6_mask
-        .iter()
-        .map(|b| b.count_ones())
-        .sum::<u32>();
+    let v6 = bans::v6_prefix(maps)?;
     let mut top_sources: Vec<(String, u32, u32)> = maps
         .failures()?
         .iter()
         .filter_map(Result::ok)
-        .map(|(k, f)| {
-            let ip = addr::from_key(k);
-            let name = match ip {
-                std::net::IpAddr::V6(a) if v6 < 128 => format!("{a}/{v6}"),
-                ip => ip.to_string(),
-            };
-            (name, f.auth, f.not_found)
-        })
+        .map(|(k, f)| (bans::exact_name(k, v6), f.auth, f.not_found))
         .filter(|(_, a, n)| a + n > 0)
         .collect();
     top_sources.sort_by(|a, b| (b.1 + b.2).cmp(&(a.1 + a.2)).then(a.0.cmp(&b.0)));

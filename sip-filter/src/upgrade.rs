@@ -63,21 +63,11 @@ impl Previous {
     pub fn carry_bans(&self, maps: &mut impl Maps) -> Result<usize> {
         let now = clock::boot_ns();
         let mut found: Vec<(String, Ban)> = Vec::new();
-        let v6 = maps
-            .config()?
-            .v6_mask
-            .iter()
-            .map(|b| b.count_ones())
-            .sum::<u32>() as u8;
+        let v6 = bans::v6_prefix(maps)?;
         if let Some(m) = self.readable(map::BANS) {
             let m: HashMap<MapData, [u8; 16], Ban> = HashMap::try_from(m)?;
             for (k, b) in m.iter().filter_map(Result::ok) {
-                let ip = addr::from_key(k);
-                let t = match ip {
-                    std::net::IpAddr::V6(a) if v6 < 128 => format!("{a}/{v6}"),
-                    ip => ip.to_string(),
-                };
-                found.push((t, b));
+                found.push((bans::exact_name(k, v6), b));
             }
         }
         if let Some(m) = self.readable(map::BAN_NETS) {
