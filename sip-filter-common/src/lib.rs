@@ -249,6 +249,41 @@ pub struct CallRule {
 pub const CALL_REPLY_LEN: usize = 256;
 pub type CallReply = [u8; CALL_REPLY_LEN];
 
+/// Rules counted in `CALL_STATS` (two per-CPU counters each); rules past it decide calls
+/// all the same, uncounted.
+pub const MAX_CALL_RULES: u32 = 4_096;
+/// `CALL_STATS` index of a rule's counter: calls it decided, or (`blocked`) blocked.
+pub const fn call_stat_index(rule: u32, blocked: bool) -> u32 {
+    rule * 2 + blocked as u32
+}
+
+/// Bytes of a message the call check copies (the request line and the first headers): what
+/// the Request-URI scan reads and what a `CallEvent` carries for the log.
+pub const CALL_COPY: usize = 512;
+
+/// `CallEvent::direction` values.
+pub const CALL_INGRESS: u8 = 0;
+pub const CALL_EGRESS: u8 = 1;
+
+/// Ring buffer record emitted when a call is blocked (`EVENTS` holds these beside `BanEvent`s,
+/// told apart by their size). The message comes first so that the kernel builds the record in
+/// its scratch copy of the INVITE, in place: userspace reads the extension, the Call-ID and the
+/// numbers from it, with a real parser, off the per-packet path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallEvent {
+    /// The start of the INVITE; `msg_len` bytes of it are the message.
+    pub msg: [u8; CALL_COPY],
+    /// Ingress: the caller's address; egress: the trunk's.
+    pub addr: [u8; 16],
+    pub time_ns: u64,
+    /// `CallRule::rule` of the rule that blocked it.
+    pub rule: u32,
+    pub msg_len: u32,
+    pub direction: u8,
+    pub _pad: [u8; 7],
+}
+
 /// Key of `FLOWS`: one SIP client socket (address and source port).
 /// Digest auth is per transaction, and NAT puts many phones behind one address on different ports,
 /// so what a pending request carried is tracked per socket, not per address.
@@ -446,6 +481,7 @@ mod user {
     unsafe impl aya::Pod for GeoBits {}
     unsafe impl aya::Pod for Trace {}
     unsafe impl aya::Pod for CallRule {}
+    unsafe impl aya::Pod for CallEvent {}
 }
 
 /// Sizes pinned here must match the kernel side; a struct that grows implicit padding fails to
@@ -459,6 +495,8 @@ const _: () = {
     assert!(size_of::<Flow>() == 8);
     assert!(size_of::<Failures>() == 24);
     assert!(size_of::<BanEvent>() == 48);
+    // Told apart from a `BanEvent` in the ring by its size.
+    assert!(size_of::<CallEvent>() == CALL_COPY + 40);
     assert!(size_of::<GeoKey>() == 20);
     assert!(size_of::<Trace>() == 16);
 };

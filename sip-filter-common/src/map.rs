@@ -10,7 +10,7 @@ use core::mem::size_of;
 
 use crate::{
     Ban, CallDigits, CallReply, CallRule, Config, Failures, Flow, FlowKey, GeoBits, GeoKey,
-    SCRATCH_LEN, SCRATCH_PAD, STATS_SLOTS, Trace,
+    MAX_CALL_RULES, SCRATCH_LEN, SCRATCH_PAD, STATS_SLOTS, Trace,
 };
 
 /// The kernel map types the dataplane uses.
@@ -141,6 +141,9 @@ maps! {
     TRUNKS: <Addr, u32> LpmTrie, Policy, 1_024;
     /// The status line a blocked INVITE is answered with, padded with spaces.
     CALL_REPLY: <u32, CallReply> Array, Policy, 1;
+    /// Calls each rule decided and blocked (`call_stat_index`), both directions; cleared when
+    /// the rule list changes.
+    CALL_STATS: <u32, u64> PerCpuArray, Reporting, 2 * MAX_CALL_RULES;
 }
 
 /// The row of the map called `name`.

@@ -8,14 +8,19 @@
 //! and the frame goes back out (`XDP_TX`). Via, From, To, Call-ID and CSeq are the request's own,
 //! so the phone matches the answer to its transaction and stops ringing at once.
 use aya_ebpf::{
-    helpers::generated::{bpf_loop, bpf_xdp_get_buff_len, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    helpers::generated::{
+        bpf_loop, bpf_skb_load_bytes, bpf_xdp_get_buff_len, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
     maps::lpm_trie::Key,
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
-use sip_filter_common::{CALL_SYMBOLS, CallDigits, SCAN_BUF, SCRATCH_LEN};
+use sip_filter_common::{
+    CALL_COPY, CALL_SYMBOLS, CallDigits, CallEvent, MAX_CALL_RULES, Reason, SCAN_BUF, SCRATCH_LEN,
+    call_stat_index,
+};
 
 use crate::{
-    maps::{CALL_REPLY, CALL_RULES, SCRATCH, TRUNKS},
+    maps::{CALL_REPLY, CALL_RULES, CALL_STATS, EVENTS, SCRATCH, TRUNKS, count, now},
     parse::{Packet, sip::ZERO_TAIL},
 };
 
@@ -34,23 +39,46 @@ fn at(buf: *const u8, i: usize) -> u8 {
 }
 
 /// Bytes of the message copied for the call check: the request line and then some.
-const COPY: u64 = 512;
+const COPY: u64 = CALL_COPY as u64;
 
-/// Copies the start of the message to the scratch buffer, followed by zeros; false when it
-/// cannot.
+/// Copies the start of the message in `ctx` to the scratch buffer, followed by zeros; false
+/// when it cannot.
 #[inline(always)]
 pub fn copy_start(ctx: &XdpContext, pkt: &Packet) -> bool {
+    let off = (pkt.payload - ctx.data()) as u64;
+    let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
+    copy_with(off, total, pkt.udp_payload_len as u64, |to, size| unsafe {
+        bpf_xdp_load_bytes(ctx.ctx, off as u32, to, size)
+    })
+}
+
+/// `copy_start` for an INVITE the PBX sends (TC egress).
+#[inline(always)]
+pub fn copy_start_tc(ctx: &TcContext, pkt: &Packet) -> bool {
+    let off = (pkt.payload - ctx.data()) as u64;
+    let total = ctx.len() as u64;
+    copy_with(off, total, pkt.udp_payload_len as u64, |to, size| unsafe {
+        bpf_skb_load_bytes(ctx.skb.skb as *const _, off as u32, to, size)
+    })
+}
+
+/// Copies `msg` bytes (at most `COPY`, and no more than the frame holds past `off`) with
+/// `load`, into the scratch buffer; its length is noted for the `CallEvent`.
+#[inline(always)]
+fn copy_with(
+    off: u64,
+    total: u64,
+    msg: u64,
+    load: impl FnOnce(*mut core::ffi::c_void, u32) -> i64,
+) -> bool {
     let Some(buf) = SCRATCH.get_ptr_mut(0) else {
         return false;
     };
     let buf = buf as *mut u8;
-    let off = (pkt.payload - ctx.data()) as u64;
-    let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
     if total <= off {
         return false;
     }
     let avail = total - off;
-    let msg = pkt.udp_payload_len as u64;
     let want = if msg < avail { msg } else { avail };
     if want == 0 {
         return false;
@@ -59,30 +87,83 @@ pub fn copy_start(ctx: &XdpContext, pkt: &Packet) -> bool {
     // Bounded on one register for the 6.1 verifier (docs/verifier.md, pitfalls 1, 2 and 6).
     let opaque = unsafe { core::ptr::read_volatile(&clamped) };
     let size = ((opaque - 1) & (COPY - 1)) + 1;
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), size as u32) } != 0 {
+    if load(buf.cast(), size as u32) != 0 {
         return false;
     }
     for i in 0..ZERO_TAIL / 8 {
         unsafe { core::ptr::write_unaligned(buf.add(size as usize + 8 * i) as *mut u64, 0) };
     }
+    unsafe { (*event(buf)).msg_len = size as u32 };
     true
 }
 
-/// Is the call whose message `copy_start` copied (its Request-URI starting at `start`) blocked?
-/// Calls from the PBX's trunks are inbound and never are.
+/// The `CallEvent` being built in the scratch buffer: its message is the copy at the start.
 #[inline(always)]
-pub fn blocked(start: usize, src: &[u8; 16]) -> bool {
-    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
-        return false;
-    };
-    scan_uri(buf as *mut u8, start, src)
+fn event(buf: *mut u8) -> *mut CallEvent {
+    buf as *mut CallEvent
 }
 
+/// Is `addr` one of the PBX's trunks? Calls from them are inbound and never judged; calls the
+/// PBX sends them are.
 #[inline(always)]
-fn scan_uri(buf: *mut u8, start: usize, src: &[u8; 16]) -> bool {
-    if TRUNKS.get(Key::new(128, *src)).is_some() {
-        return false;
+pub fn is_trunk(addr: &[u8; 16]) -> bool {
+    TRUNKS.get(Key::new(128, *addr)).is_some()
+}
+
+/// The rule that blocks the call whose message `copy_start` copied (its Request-URI starting
+/// at `start`), if one does. An INVITE (`invite`) is counted against the rule that decided it.
+#[inline(always)]
+pub fn blocked_by(start: usize, invite: bool) -> Option<u32> {
+    let buf = SCRATCH.get_ptr_mut(0)? as *mut u8;
+    let (key, digits) = scan_uri(buf, start)?;
+    let r = CALL_RULES.get(key)?;
+    if digits < r.min_digits as u32 {
+        // An extension or a local number: no rule decides it.
+        return None;
     }
+    let blocked = r.blocked != 0;
+    // Guard entries (no rule) and rules past the counters' end are not counted.
+    if invite && r.rule < MAX_CALL_RULES {
+        stat(call_stat_index(r.rule, false));
+        if blocked {
+            stat(call_stat_index(r.rule, true));
+        }
+    }
+    if blocked { Some(r.rule) } else { None }
+}
+
+/// Counts one in this CPU's `CALL_STATS[index]` (rules past `MAX_CALL_RULES` are not counted).
+#[inline(always)]
+fn stat(index: u32) {
+    if let Some(p) = CALL_STATS.get_ptr_mut(index) {
+        // Per-CPU slot: no other writer, no atomic needed.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Reports the blocked INVITE in the scratch buffer to the daemon (its log, the webhook):
+/// the record is built where the message was copied and sent with one ring buffer copy.
+#[inline(always)]
+pub fn report(addr: &[u8; 16], rule: u32, direction: u8) {
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let e = event(buf as *mut u8);
+    unsafe {
+        (*e).addr = *addr;
+        (*e).time_ns = now();
+        (*e).rule = rule;
+        (*e).direction = direction;
+        if EVENTS.output::<CallEvent>(&*e, 0).is_err() {
+            count(Reason::EventsLost);
+        }
+    }
+}
+
+/// The lookup key for the number in the Request-URI at `start` and the digits it has (a rule's
+/// `min_digits` tells extensions apart); `None` when the URI's user part is not a number.
+#[inline(always)]
+fn scan_uri(buf: *mut u8, start: usize) -> Option<(&'static Key<CallDigits>, u32)> {
     let s = start & 0xff;
     let scheme = u32::from_le_bytes([at(buf, s), at(buf, s + 1), at(buf, s + 2), at(buf, s + 3)])
         | 0x2020_2020;
@@ -93,7 +174,7 @@ fn scan_uri(buf: *mut u8, start: usize, src: &[u8; 16]) -> bool {
     } else if scheme == u32::from_le_bytes(*b"tel:") | 0x2020_2020 {
         (s + 4, true)
     } else {
-        return false;
+        return None;
     };
     let key = unsafe { buf.add(KEY_OFF) };
     // The scan's state lives in the scratch buffer, not in the callback's context on the stack:
@@ -119,14 +200,10 @@ fn scan_uri(buf: *mut u8, start: usize, src: &[u8; 16]) -> bool {
     };
     let (n, digits, state) = unsafe { (*st.add(N) as usize & 31, *st.add(DIGITS), *st.add(STATE)) };
     if state != USER || n == 0 || n > CALL_SYMBOLS {
-        return false;
+        return None;
     }
     unsafe { core::ptr::write_unaligned(key as *mut u32, (n * 8) as u32) };
-    let key = unsafe { &*(key as *const Key<CallDigits>) };
-    match CALL_RULES.get(key) {
-        Some(r) => r.blocked != 0 && digits >= r.min_digits as u32,
-        None => false,
-    }
+    Some((unsafe { &*(key as *const Key<CallDigits>) }, digits))
 }
 
 /// The Request-URI scan's context: the scratch buffer (its state is in there, at `STATE_OFF`).

@@ -1,9 +1,15 @@
-//! TC egress: reads the PBX's SIP responses and counts failures per client.
-use aya_ebpf::programs::TcContext;
-use sip_filter_common::{Config, Flow, FlowKey, Reason};
+//! TC egress: reads the PBX's SIP responses and counts failures per client, and holds back the
+//! calls it places to its trunks that a toll-fraud rule blocks (forwarding, voicemail
+//! call-outs, DISA: whatever made the PBX place them).
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
+use sip_filter_common::{CALL_EGRESS, Config, Flow, FlowKey, Reason};
 
 use crate::{
     ban::{self, Failure},
+    calls,
     maps::{FLOWS, config, count, count_at, now, trace},
     parse::{self, IPPROTO_UDP, sip},
     policy::is_sip_port,
@@ -12,33 +18,61 @@ use crate::{
 /// Enough linear bytes for two VLAN tags, IPv6 with extension headers, UDP and a status line.
 const PULL_LEN: u32 = 256;
 
-pub fn run(ctx: &TcContext) {
+/// The TC action: `TC_ACT_SHOT` only for a call to a trunk that a rule blocks.
+pub fn run(ctx: &TcContext) -> i32 {
     count(Reason::EgressSeen);
     let Some(cfg) = config() else {
-        return;
+        return TC_ACT_OK;
     };
     trace(cfg, move |t| t.start(Reason::EgressSeen as u32));
-    let _ = answer(ctx, cfg);
-}
-
-/// Judges one answer of the PBX; the trace gets what it was and what it caused.
-#[inline(always)]
-fn answer(ctx: &TcContext, cfg: &Config) -> Option<()> {
     let len = ctx.len();
     let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
-    let pkt = parse::packet(ctx.data(), ctx.data_end()).ok()?;
-    if pkt.proto != IPPROTO_UDP || !pkt.has_ports || !is_sip_port(cfg, pkt.sport) {
-        return None;
+    let Ok(pkt) = parse::packet(ctx.data(), ctx.data_end()) else {
+        return TC_ACT_OK;
+    };
+    if pkt.proto != IPPROTO_UDP || !pkt.has_ports {
+        return TC_ACT_OK;
     }
     let p = pkt.payload;
     if p + 12 > ctx.data_end() {
-        return None;
+        return TC_ACT_OK;
     }
     let first12 = unsafe { core::ptr::read_unaligned(p as *const [u8; 12]) };
-    if first12[..8] != *b"SIP/2.0 " {
-        return None;
+    if first12[..7] == *b"INVITE " {
+        if cfg.calls_active != 0 && call_blocked(ctx, &pkt) {
+            trace(cfg, |t| t.verdict = Reason::CallBlockedEgress as u32);
+            count(Reason::CallBlockedEgress);
+            return TC_ACT_SHOT;
+        }
+        return TC_ACT_OK;
     }
-    let code = sip::status(&first12)?;
+    if first12[..8] == *b"SIP/2.0 " && is_sip_port(cfg, pkt.sport) {
+        let _ = answer(cfg, &pkt, &first12);
+    }
+    TC_ACT_OK
+}
+
+/// Is this INVITE the PBX is sending a call to one of its trunks that a rule blocks? Whatever
+/// made the PBX place it (a forward, a call-out), it does not leave the host: the PBX's
+/// transaction times out and the call fails there.
+#[inline(always)]
+fn call_blocked(ctx: &TcContext, pkt: &parse::Packet) -> bool {
+    if !calls::is_trunk(&pkt.dst) || !calls::copy_start_tc(ctx, pkt) {
+        return false;
+    }
+    count(Reason::CallsChecked);
+    let Some(rule) = calls::blocked_by(7, true) else {
+        return false;
+    };
+    calls::report(&pkt.dst, rule, CALL_EGRESS);
+    true
+}
+
+/// Judges one answer of the PBX (`first12`, its first bytes); the trace gets what it was and
+/// what it caused.
+#[inline(always)]
+fn answer(cfg: &Config, pkt: &parse::Packet, first12: &[u8; 12]) -> Option<()> {
+    let code = sip::status(first12)?;
     let class = (code / 100) as u32;
     let counted = (1..=6).contains(&class);
     if counted {

@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sip_filter_common::{
-    CALLS_SLOT, Config, Flow, FlowKey, INSPECT_SLOT, Reason, SCAN_BUF, creds, method,
+    CALL_INGRESS, CALLS_SLOT, Config, Flow, FlowKey, INSPECT_SLOT, Reason, SCAN_BUF, creds, method,
 };
 
 use crate::{
@@ -151,18 +151,21 @@ pub fn calls_stage(ctx: &XdpContext) -> u32 {
 }
 
 /// The action for a blocked INVITE (answered) or ACK (dropped); `None` for anything else.
+/// Calls from the PBX's trunks are inbound: no destination rule applies to them.
 #[inline(always)]
 fn call_verdict(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let uri = call_uri(ctx, pkt);
-    if uri == 0 || !calls::copy_start(ctx, pkt) {
+    if uri == 0 || calls::is_trunk(&pkt.src) || !calls::copy_start(ctx, pkt) {
         return None;
     }
     count(Reason::CallsChecked);
-    if !calls::blocked(uri, &pkt.src) {
-        return None;
-    }
-    if uri == 7 && calls::answer(ctx) {
-        return Some(XDP_TX);
+    let invite = uri == 7;
+    let rule = calls::blocked_by(uri, invite)?;
+    if invite {
+        calls::report(&pkt.src, rule, CALL_INGRESS);
+        if calls::answer(ctx) {
+            return Some(XDP_TX);
+        }
     }
     Some(XDP_DROP)
 }

@@ -14,7 +14,6 @@ mod parse;
 mod policy;
 
 use aya_ebpf::{
-    bindings::TC_ACT_OK,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -44,11 +43,10 @@ pub fn sip_pass(_ctx: XdpContext) -> u32 {
     aya_ebpf::bindings::xdp_action::XDP_PASS
 }
 
-/// Egress never drops: it only watches the PBX's answers.
+/// Egress watches the PBX's answers; it drops only calls to trunks that a rule blocks.
 #[classifier]
 pub fn sip_tc(ctx: TcContext) -> i32 {
-    egress::run(&ctx);
-    TC_ACT_OK
+    egress::run(&ctx)
 }
 
 #[cfg(not(test))]

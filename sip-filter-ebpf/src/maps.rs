@@ -41,6 +41,12 @@ pub static CALL_RULES: LpmTrie<CallDigits, CallRule> =
 #[map]
 pub static TRUNKS: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(map::TRUNKS.max_entries, 0);
 
+/// Per-CPU counts of the calls each rule decided and blocked, by `call_stat_index`; cleared by
+/// userspace when the rule list changes.
+#[map]
+pub static CALL_STATS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(map::CALL_STATS.max_entries, 0);
+
 /// The status line a blocked INVITE is answered with (one entry, padded with spaces).
 #[map]
 pub static CALL_REPLY: Array<CallReply> = Array::with_max_entries(map::CALL_REPLY.max_entries, 0);

@@ -16,7 +16,12 @@ use tracing::{error, info, warn};
 
 use crate::{
     attach::{self, Mode},
-    bans, clock,
+    bans,
+    calls::{
+        self,
+        blocked::{BlockedCall, Repeats},
+    },
+    clock,
     config::Settings,
     dataplane::Dataplane,
     geo::GeoTable,
@@ -114,7 +119,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut reporter = Reporter {
         iface: args.iface.clone(),
         notifier,
+        repeats: Repeats::default(),
     };
+    if let Err(e) =
+        calls::dataplane::name_rules(&mut dp, ledger.state_mut(), settings.calls.as_ref())
+    {
+        warn!("recording the call rules' names: {e:#}");
+    }
     match ledger.start(&mut dp) {
         Ok(changes) => reporter.report(changes, &[]),
         Err(e) => warn!("reading the state file: {e:#}"),
@@ -163,7 +174,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                on_events(guard.get_inner_mut(), &mut dp, &mut ledger, &mut reporter);
+                on_events(guard.get_inner_mut(), &mut dp, &mut ledger, &mut reporter, &settings);
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -171,7 +182,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     warn!("updating the kernel's clock offset: {e:#}");
                 }
                 // Events first, so a ban is recorded with what its event says.
-                on_events(ring.get_mut(), &mut dp, &mut ledger, &mut reporter);
+                on_events(ring.get_mut(), &mut dp, &mut ledger, &mut reporter, &settings);
                 match bans::expire(&mut dp).and_then(|gone| ledger.expired(gone)) {
                     Ok(changes) => reporter.report(changes, &[]),
                     Err(e) => warn!("expiring bans: {e:#}"),
@@ -179,7 +190,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 // The schedule's edges: after-hours rules flip in the kernel (within a second).
                 let now_business = business_now(&settings);
                 if now_business != business {
-                    match crate::calls::dataplane::apply(&mut dp, settings.calls.as_ref(), now_business.unwrap_or(false)) {
+                    match calls::dataplane::apply(&mut dp, settings.calls.as_ref(), now_business.unwrap_or(false)) {
                         Ok(_) => {
                             info!(
                                 "{}: the after-hours call rules are now {}",
@@ -212,6 +223,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
                             warn!("[metrics], [notify] or [state] changed: restart the daemon to apply it");
                         }
                         ledger.set_policy(s.bans.clone());
+                        if let Err(e) = calls::dataplane::name_rules(&mut dp, ledger.state_mut(), s.calls.as_ref()) {
+                            warn!("recording the call rules' names: {e:#}");
+                        }
                         business = business_now(&s);
                         settings = s;
                         geo = g;
@@ -246,18 +260,22 @@ fn reload(dp: &mut Dataplane, path: Option<&Path>, geo: &GeoTable) -> Result<(Se
     Ok((s, g))
 }
 
-/// Records and reports the bans the kernel announced.
+/// Records and reports the bans the kernel announced, and reports the calls it blocked.
 fn on_events(
     ring: &mut RingBuf<MapData>,
     dp: &mut Dataplane,
     ledger: &mut Ledger,
     reporter: &mut Reporter,
+    settings: &Settings,
 ) {
-    let (events, short) = maps::drain_events(ring);
-    if short > 0 {
-        warn!(short, "short ban events");
+    let drained = maps::drain_events(ring);
+    if drained.bad > 0 {
+        warn!(records = drained.bad, "ring buffer records of neither kind");
     }
-    for e in &events {
+    for e in &drained.calls {
+        reporter.call(&BlockedCall::read(e, settings.calls.as_ref()));
+    }
+    for e in &drained.bans {
         let change =
             bans::target_of_key(dp, e.addr).and_then(|target| ledger.on_event(dp, &target));
         match change {
@@ -275,9 +293,45 @@ fn now_rfc3339() -> String {
 struct Reporter {
     iface: String,
     notifier: Option<Notifier>,
+    /// Blocked calls already reported (the PBX retransmits an INVITE held back at egress).
+    repeats: Repeats,
 }
 
 impl Reporter {
+    /// Logs a blocked call and hands it to the webhook, once per call.
+    fn call(&mut self, c: &BlockedCall) {
+        if self.repeats.is_repeat(c) {
+            return;
+        }
+        info!(
+            direction = c.direction,
+            addr = %c.addr,
+            extension = %c.extension,
+            dialled = %c.dialled,
+            number = %c.number,
+            rule = %c.rule,
+            local_time = %c.local_time,
+            call_id = %c.call_id,
+            "{}",
+            c.describe()
+        );
+        if let Some(n) = &self.notifier {
+            n.send(Event {
+                event: "call_blocked",
+                iface: self.iface.clone(),
+                addr: c.addr.to_string(),
+                reason: "toll-fraud".into(),
+                failures: 0,
+                time: now_rfc3339(),
+                until: None,
+                origin: None,
+                offences: None,
+                by: None,
+                call: Some(c.clone()),
+            });
+        }
+    }
+
     /// `events`: the kernel's ban events behind these changes, for the failure window.
     fn report(&mut self, changes: Vec<Change>, events: &[BanEvent]) {
         for c in changes {
@@ -348,6 +402,7 @@ impl Reporter {
                         origin: Some(origin),
                         offences: Some(b.offences),
                         by: None,
+                        call: None,
                     }
                 }
                 Change::Lifted { entry: b, by } => {
@@ -374,6 +429,7 @@ impl Reporter {
                         origin: None,
                         offences: None,
                         by: Some(by),
+                        call: None,
                     }
                 }
             };

@@ -100,6 +100,11 @@ impl Ledger {
         self.state.path()
     }
 
+    /// The state file, for what else it keeps (the call rules' names).
+    pub fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+
     pub fn set_policy(&mut self, p: Policy) {
         self.policy = p;
     }

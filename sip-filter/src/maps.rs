@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, RingBuf};
 use sip_filter_common::{
-    Ban, BanEvent, Config, Failures, Reason, Trace,
+    Ban, BanEvent, CallEvent, Config, Failures, Reason, Trace,
     map::{self, Spec},
 };
 
@@ -162,27 +162,49 @@ pub(crate) fn map_data(m: &Map) -> Result<(&MapData, map::Kind)> {
     })
 }
 
-/// A ban event from the ring buffer, if the record is one.
-pub fn decode_event(item: &[u8]) -> Option<BanEvent> {
-    // SAFETY: the kernel wrote a BanEvent (repr(C), every bit pattern valid); the length is
-    // checked first.
-    (item.len() >= size_of::<BanEvent>())
-        .then(|| unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<BanEvent>()) })
+/// One record of the `EVENTS` ring buffer, told apart by its size.
+#[derive(Clone, Debug)]
+pub enum Record {
+    Ban(BanEvent),
+    Call(Box<CallEvent>),
 }
 
-/// Every ban event waiting in the ring buffer, and how many records were not ban events.
-pub fn drain_events<T: std::borrow::BorrowMut<MapData>>(
-    ring: &mut RingBuf<T>,
-) -> (Vec<BanEvent>, usize) {
-    let mut events = Vec::new();
-    let mut bad = 0;
-    while let Some(item) = ring.next() {
-        match decode_event(&item) {
-            Some(e) => events.push(e),
-            None => bad += 1,
+/// The record in `item`, if it is one of ours.
+pub fn decode_event(item: &[u8]) -> Option<Record> {
+    // SAFETY: the kernel wrote a BanEvent or a CallEvent (repr(C), every bit pattern valid),
+    // whose size is the record's length.
+    unsafe {
+        match item.len() {
+            n if n == size_of::<BanEvent>() => Some(Record::Ban(std::ptr::read_unaligned(
+                item.as_ptr().cast::<BanEvent>(),
+            ))),
+            n if n == size_of::<CallEvent>() => Some(Record::Call(Box::new(
+                std::ptr::read_unaligned(item.as_ptr().cast::<CallEvent>()),
+            ))),
+            _ => None,
         }
     }
-    (events, bad)
+}
+
+/// What the ring buffer held: ban events, blocked-call events, and records of neither kind.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub bans: Vec<BanEvent>,
+    pub calls: Vec<CallEvent>,
+    pub bad: usize,
+}
+
+/// Every record waiting in the ring buffer.
+pub fn drain_events<T: std::borrow::BorrowMut<MapData>>(ring: &mut RingBuf<T>) -> Drained {
+    let mut d = Drained::default();
+    while let Some(item) = ring.next() {
+        match decode_event(&item) {
+            Some(Record::Ban(e)) => d.bans.push(e),
+            Some(Record::Call(e)) => d.calls.push(*e),
+            None => d.bad += 1,
+        }
+    }
+    d
 }
 
 /// Map operations on keys of a size known at run time (from the map table), which aya's

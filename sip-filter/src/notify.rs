@@ -1,5 +1,5 @@
-//! `[notify] webhook`: a JSON document POSTed for each ban the kernel issues and each ban that
-//! expires, off the hot path. The daemon hands events to a bounded queue and never waits: a
+//! `[notify] webhook`: a JSON document POSTed for each ban the kernel issues, each ban that
+//! expires and each call a toll-fraud rule blocks, off the hot path. The daemon hands events to a bounded queue and never waits: a
 //! slow or dead endpoint delays no ban (the kernel bans on its own) and grows no memory; what
 //! does not fit in the queue is dropped and counted (`sipfilter_notifications_total`).
 use std::{
@@ -29,7 +29,7 @@ pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// One notification, as the webhook receives it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// "ban" or "unban".
+    /// "ban", "unban" or "call_blocked".
     pub event: &'static str,
     pub iface: String,
     /// Address or prefix, as `ban list` shows it.
@@ -51,6 +51,10 @@ pub struct Event {
     /// Unbans: why it ended (`expired`, `operator`, `replaced`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<&'static str>,
+    /// Blocked calls (`call_blocked`): direction, extension, dialled and normalised number,
+    /// rule, local time, Call-ID.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub call: Option<crate::calls::blocked::BlockedCall>,
 }
 
 /// The queue to the sender thread.

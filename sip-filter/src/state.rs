@@ -49,6 +49,12 @@ CREATE TABLE IF NOT EXISTS bans (
 );
 CREATE INDEX IF NOT EXISTS bans_by_target ON bans (target, created_ms);
 CREATE INDEX IF NOT EXISTS bans_open ON bans (lifted_ms);
+-- What each index of the kernel's per-rule call counters (CALL_STATS) stands for: the rule
+-- list in force, as `calls check` names each rule.
+CREATE TABLE IF NOT EXISTS call_rules (
+    idx  INTEGER PRIMARY KEY,
+    rule TEXT NOT NULL
+);
 ";
 
 /// `origin` values.
@@ -343,6 +349,35 @@ impl State {
             .query_map([n as i64], row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+
+    /// The call rules in force, by their index in the kernel's counters.
+    pub fn call_rules(&self) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT rule FROM call_rules ORDER BY idx")?;
+        let rows = st
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(rows)
+    }
+
+    /// Records the rule list in force; true when it differs from the one recorded (the
+    /// kernel's per-rule counters then count for other rules and are cleared).
+    pub fn set_call_rules(&mut self, rules: &[String]) -> Result<bool> {
+        if self.call_rules()? == rules {
+            return Ok(false);
+        }
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM call_rules", [])?;
+        for (i, r) in rules.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO call_rules (idx, rule) VALUES (?1, ?2)",
+                rusqlite::params![i as i64, r],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
     }
 
     /// Forgets ended bans created before `before` (older than `history_time`).

@@ -204,11 +204,16 @@ impl Harness {
 
     /// Drains the ban events the kernel emitted so far.
     pub fn events(&mut self) -> Result<Vec<BanEvent>> {
+        Ok(self.all_events()?.bans)
+    }
+
+    /// Drains every event the kernel emitted so far (bans and blocked calls).
+    pub fn all_events(&mut self) -> Result<maps::Drained> {
         let mut rb = RingBuf::try_from(self.dp.map_mut(map::EVENTS.name)?)?;
-        let (events, short) = maps::drain_events(&mut rb);
-        if short > 0 {
-            bail!("{short} short ban events");
+        let d = maps::drain_events(&mut rb);
+        if d.bad > 0 {
+            bail!("{} records of neither kind", d.bad);
         }
-        Ok(events)
+        Ok(d)
     }
 }

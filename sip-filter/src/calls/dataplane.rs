@@ -4,9 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context as _, Result};
-use aya::maps::{Array, LpmTrie, MapData, lpm_trie::Key};
+use aya::maps::{Array, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
 use ipnet::IpNet;
-use sip_filter_common::{CALL_REPLY_LEN, CALL_SYMBOLS, CallDigits, CallReply, CallRule, map};
+use sip_filter_common::{
+    CALL_REPLY_LEN, CALL_SYMBOLS, CallDigits, CallReply, CallRule, MAX_CALL_RULES, call_stat_index,
+    map,
+};
 use tracing::warn;
 
 use super::rules::{Action, Table};
@@ -14,6 +17,7 @@ use crate::{
     addr::{lpm_to_net, net_to_lpm},
     config::Calls,
     maps::Maps,
+    state::State,
 };
 
 /// The status line a blocked INVITE gets: the request line's length, spaces after the reason.
@@ -118,4 +122,39 @@ pub fn apply(dp: &mut impl Maps, calls: Option<&Calls>, business_hours: bool) ->
         }
     }
     Ok(!wanted.is_empty())
+}
+
+/// Names the rules in force in the state file, index by index, as the kernel counts them
+/// (`CALL_STATS`); when the list changed, the counters, which counted for the old list's
+/// indices, start again from zero.
+pub fn name_rules(dp: &mut impl Maps, state: &mut State, calls: Option<&Calls>) -> Result<()> {
+    let names: Vec<String> = calls
+        .map(|c| c.rules.iter().map(|r| r.describe()).collect())
+        .unwrap_or_default();
+    if !state.set_call_rules(&names)? {
+        return Ok(());
+    }
+    let mut stats: PerCpuArray<&mut MapData, u64> =
+        PerCpuArray::try_from(dp.map_mut(map::CALL_STATS.name)?)?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    for i in 0..map::CALL_STATS.max_entries {
+        stats.set(i, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+    }
+    Ok(())
+}
+
+/// Calls each rule decided and blocked, summed over the CPUs: `(decided, blocked)` for the
+/// first `n` rules (the kernel counts the first `MAX_CALL_RULES`).
+pub fn rule_stats(dp: &mut impl Maps, n: usize) -> Result<Vec<(u64, u64)>> {
+    let stats: PerCpuArray<&mut MapData, u64> =
+        PerCpuArray::try_from(dp.map_mut(map::CALL_STATS.name)?)?;
+    let sum = |i: u32| -> Result<u64> { Ok(stats.get(&i, 0)?.iter().sum()) };
+    (0..n.min(MAX_CALL_RULES as usize) as u32)
+        .map(|r| {
+            Ok((
+                sum(call_stat_index(r, false))?,
+                sum(call_stat_index(r, true))?,
+            ))
+        })
+        .collect()
 }

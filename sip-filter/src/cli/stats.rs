@@ -2,7 +2,7 @@
 use anyhow::Result;
 use serde::Serialize;
 use sip_filter::{
-    bans,
+    bans, calls,
     maps::{Maps as _, Pinned},
     pidfile, pins,
 };
@@ -11,20 +11,57 @@ use sip_filter_common::{Reason, map};
 use super::{open, print_json};
 
 pub fn stats(iface: Option<&str>, json: bool) -> Result<()> {
-    let (_, mut maps) = open(iface)?;
+    let (iface, mut maps) = open(iface)?;
     let counters = maps.stats()?;
     let named = Reason::ALL.iter().zip(counters);
+    let rules = call_rules(&iface, &mut maps);
     if json {
-        let obj: serde_json::Map<String, serde_json::Value> = named
+        let mut obj: serde_json::Map<String, serde_json::Value> = named
             .map(|(r, v)| (r.name().to_string(), v.into()))
             .collect();
+        obj.insert("call_rules".into(), serde_json::to_value(&rules)?);
         println!("{}", serde_json::Value::Object(obj));
     } else {
         for (r, v) in named {
             println!("{:<26} {v:>12}  {}", r.name(), r.explain());
         }
+        let used: Vec<&RuleStats> = rules.iter().filter(|r| r.calls > 0).collect();
+        if !used.is_empty() {
+            println!("\ncalls decided by each toll-fraud rule (INVITEs, both directions):");
+            for r in used {
+                println!("{:>12} {:>12} blocked  {}", r.calls, r.blocked, r.rule);
+            }
+        }
     }
     Ok(())
+}
+
+/// One toll-fraud rule's counts.
+#[derive(Serialize)]
+struct RuleStats {
+    rule: String,
+    /// INVITEs it decided (blocked or let through).
+    calls: u64,
+    blocked: u64,
+}
+
+/// The per-rule counters, named from the state file the daemon keeps them in step with
+/// (empty when there is none to read).
+fn call_rules(iface: &str, maps: &mut Pinned) -> Vec<RuleStats> {
+    let names = pidfile::state_path(iface)
+        .and_then(|p| sip_filter::state::State::open_read_only(&p).ok())
+        .and_then(|s| s.call_rules().ok())
+        .unwrap_or_default();
+    let counts = calls::dataplane::rule_stats(maps, names.len()).unwrap_or_default();
+    names
+        .into_iter()
+        .zip(counts)
+        .map(|(rule, (calls, blocked))| RuleStats {
+            rule,
+            calls,
+            blocked,
+        })
+        .collect()
 }
 
 #[derive(Serialize)]

@@ -256,7 +256,7 @@ impl<'a> Replayer<'a> {
             ));
         }
         let mut ring = RingBuf::try_from(self.dp.map_mut(map::EVENTS.name)?)?;
-        for e in maps::drain_events(&mut ring).0 {
+        for e in maps::drain_events(&mut ring).bans {
             let net = ban_net(e.addr, prefix);
             if !found.iter().any(|(_, b)| b.addr == net) {
                 let time =
