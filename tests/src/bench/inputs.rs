@@ -186,6 +186,11 @@ pub fn register600(src: IpAddr, sport: u16) -> Vec<u8> {
 /// A 1,200-byte INVITE as softphones send it: a dozen headers, `Proxy-Authorization`, and an
 /// SDP offer with several codecs (padded with attribute lines to exactly 1,200 bytes).
 pub fn invite1200_msg() -> String {
+    invite1200_msg_to("201")
+}
+
+/// `invite1200_msg` dialling `user` (its Request-URI and To), still exactly 1,200 bytes.
+pub fn invite1200_msg_to(user: &str) -> String {
     let host = CLIENT_V4;
     let build = |pad: usize| {
         let mut sdp = format!(
@@ -199,11 +204,11 @@ pub fn invite1200_msg() -> String {
             sdp.push_str(&format!("a=x-pad:{}\r\n", "p".repeat(pad)));
         }
         format!(
-            "INVITE sip:201@pbx.example.com SIP/2.0\r\n\
+            "INVITE sip:{user}@pbx.example.com SIP/2.0\r\n\
              Via: SIP/2.0/UDP {host}:5060;branch=z9hG4bK-inv-77;rport\r\n\
              Max-Forwards: 70\r\n\
              From: \"Alice\" <sip:101@pbx.example.com>;tag=a1b2c3\r\n\
-             To: <sip:201@pbx.example.com>\r\n\
+             To: <sip:{user}@pbx.example.com>\r\n\
              Call-ID: 9876543210fedcba@{host}\r\n\
              CSeq: 2 INVITE\r\n\
              Contact: <sip:101@{host}:5060>\r\n\
@@ -228,14 +233,62 @@ pub fn invite1200_msg() -> String {
 }
 
 pub fn invite1200(src: IpAddr, sport: u16) -> Vec<u8> {
+    invite1200_to(src, sport, "201")
+}
+
+/// `invite1200` dialling `user`.
+pub fn invite1200_to(src: IpAddr, sport: u16, user: &str) -> Vec<u8> {
     Packet::udp(
         &src.to_string(),
         sport,
         pbx_for(src),
         5060,
-        invite1200_msg(),
+        invite1200_msg_to(user),
     )
     .build()
+}
+
+/// The call rules of the benchmark's "10 rules" dataplane: the README's plan, the default
+/// high-risk list off so that the table holds exactly these.
+pub const CALL_RULES_10: &str = r#"
+[calls]
+country_code = "1"
+timezone = "UTC"
+business_hours = ["Mon-Sun 00:00-24:00"]
+default_block = false
+block = ["+882", "+883", "+881", "+53", "+252", "+232", "+224"]
+allow = ["+1", "+44"]
+after_hours_block = ["+"]
+"#;
+
+/// A number the probes dial: international, let through in business hours. In the 10-rule
+/// table the `"+"` rule decides it; in the big table a rule as long as any of its own.
+pub const CALL_PROBE: &str = "+4930123456";
+
+/// `CALL_RULES_10` with `n` more rules: random 4-to-7-digit prefixes under +2 to +9 (none
+/// under +1, whose national forms would double the table), alternately block and allow, plus
+/// an allow rule for the probe's first seven digits.
+pub fn call_rules_many(n: usize) -> String {
+    let mut rng = Rng::new(0x5eed_ca11);
+    let mut set = std::collections::BTreeSet::new();
+    while set.len() < n {
+        let len = 4 + rng.below(4);
+        let mut p = (2 + rng.below(8)).to_string();
+        for _ in 1..len {
+            p.push(char::from(b'0' + rng.below(10) as u8));
+        }
+        if !CALL_PROBE[1..].starts_with(&p) {
+            set.insert(p);
+        }
+    }
+    let (mut block, mut allow) = (Vec::new(), vec![format!("\"+{}\"", &CALL_PROBE[1..8])]);
+    for (i, p) in set.into_iter().enumerate() {
+        let q = format!("\"+{p}\"");
+        if i % 2 == 0 { block.push(q) } else { allow.push(q) }
+    }
+    CALL_RULES_10
+        .replace("block = [\"+882\"", &format!("block = [{}, \"+882\"", block.join(", ")))
+        .replace("allow = [\"+1\"", &format!("allow = [{}, \"+1\"", allow.join(", ")))
 }
 
 /// Writes a valid IPv4 header checksum (the fixtures leave it zero: XDP does not check it, but

@@ -53,6 +53,8 @@ pub struct Profile {
     pub bans: usize,
     /// Length of one flood in part 2, seconds.
     pub flood_secs: f64,
+    /// Toll-fraud rules in the big call-rule table of part 1 (besides the 10 of the small one).
+    pub call_rules: usize,
 }
 
 impl Profile {
@@ -66,6 +68,7 @@ impl Profile {
             tracked: 1_000_000,
             bans: 250_000,
             flood_secs: 5.0,
+            call_rules: 100_000,
         }
     }
 
@@ -79,6 +82,7 @@ impl Profile {
             tracked: 50_000,
             bans: 20_000,
             flood_secs: 0.4,
+            call_rules: 5_000,
         }
     }
 }

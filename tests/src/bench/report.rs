@@ -77,7 +77,7 @@ impl Report<'_> {
             "profile": {
                 "rounds": p.rounds, "repeat": p.repeat, "cold_sources": p.cold_sources,
                 "geo_sizes": p.geo_sizes, "tracked": p.tracked, "bans": p.bans,
-                "flood_secs": p.flood_secs,
+                "flood_secs": p.flood_secs, "call_rules": p.call_rules,
             },
             "duration_secs": self.total_secs,
             "goals": self.goals().iter().map(|(part, row)| {
@@ -165,13 +165,14 @@ impl Report<'_> {
         let _ = writeln!(
             s,
             "| run | `{}`: {} rounds, {} test_run repeats, {} cold sources, geo sizes {:?}, {} \
-             tracked sources, {:.1} s floods; took {:.0} s |",
+             tracked sources, {} call rules, {:.1} s floods; took {:.0} s |",
             self.command(),
             p.rounds,
             p.repeat,
             p.cold_sources,
             p.geo_sizes,
             p.tracked,
+            p.call_rules,
             p.flood_secs,
             self.total_secs
         );
