@@ -46,6 +46,17 @@ pub const INSPECT_SLOT: u32 = 0;
 /// while call rules are in force; it goes on to the inspection for calls it does not block.
 pub const CALLS_PROG: &str = "sip_calls";
 pub const CALLS_SLOT: u32 = 1;
+/// The per-extension call limits, tail-called by `sip_inspect` for an international INVITE
+/// with credentials (their scan and counting would crowd the inspection's verifier budget).
+pub const LIMITS_PROG: &str = "sip_limits";
+pub const LIMITS_SLOT: u32 = 2;
+/// Every program tail-called through `PROGS`: (name, slot, what it is). The loader fills the
+/// slots from it and the tests check each one's verifier budget.
+pub const STAGES: &[(&str, u32, &str)] = &[
+    (INSPECT_PROG, INSPECT_SLOT, "the request inspection"),
+    (CALLS_PROG, CALLS_SLOT, "the call rules"),
+    (LIMITS_PROG, LIMITS_SLOT, "the call limits"),
+];
 pub const TC_PROG: &str = "sip_tc";
 /// An empty XDP program kept in the object as the benchmarks' baseline.
 pub const PASS_PROG: &str = "sip_pass";
@@ -239,7 +250,9 @@ pub struct CallRule {
     pub blocked: u8,
     /// Fewer digits than this in the user part: an extension or local number, not matched.
     pub min_digits: u8,
-    pub _pad: [u8; 2],
+    /// Non-zero: an international number, counted by the per-extension limits.
+    pub international: u8,
+    pub _pad: u8,
     /// The rule's index in userspace's rule list (for logs and `stats`).
     pub rule: u32,
 }
@@ -265,6 +278,78 @@ pub const CALL_COPY: usize = 512;
 pub const CALL_INGRESS: u8 = 0;
 pub const CALL_EGRESS: u8 = 1;
 
+/// `CallEvent::verdict` values: why the call was refused.
+pub mod call_verdict {
+    /// A destination rule (`CallEvent::rule`) blocks it.
+    pub const RULE: u8 = 0;
+    /// It is over `max_calls_per_minute`: the extension is held from now.
+    pub const OVER_PER_MINUTE: u8 = 1;
+    /// It is over `max_same_number`: the extension is held from now.
+    pub const OVER_SAME_NUMBER: u8 = 2;
+    /// The extension is held (`block_for` has not run out).
+    pub const HELD: u8 = 3;
+}
+
+/// `CALL_REPLY` entries: the status line for each kind of refusal.
+pub const REPLY_RULE: u32 = 0;
+pub const REPLY_LIMIT: u32 = 1;
+
+/// Bytes of an extension (digest username) as the limits key it: zero-padded, longer ones cut.
+pub const EXT_LEN: usize = 32;
+pub type Extension = [u8; EXT_LEN];
+
+/// The per-extension call limits (`CALL_LIMITS[0]`, written by userspace from `[calls]`).
+/// Only credentialed INVITEs to international numbers count: the digest username is who
+/// places the call, and a retransmission carries the same digest response (counted once).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CallLimits {
+    /// International calls per extension per minute; 0 = no limit.
+    pub per_minute: u32,
+    /// Calls per extension to one number within `same_window_ns`; 0 = no limit.
+    pub same_number: u32,
+    pub same_window_ns: u64,
+    /// How long an extension over a limit may not place international calls.
+    pub block_for_ns: u64,
+}
+
+impl CallLimits {
+    pub const fn any(&self) -> bool {
+        self.per_minute != 0 || self.same_number != 0
+    }
+}
+
+/// Value of `EXT_CALLS`: one extension's international calls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ExtCalls {
+    /// Boot-clock time the extension's hold ends (0: not held).
+    pub held_until_ns: u64,
+    /// Start of the current one-minute window and the calls counted in it.
+    pub minute_start_ns: u64,
+    pub minute_count: u32,
+    pub _pad: u32,
+    /// Hash of the last counted INVITE's digest response: its retransmissions carry the same.
+    pub last_response: u64,
+}
+
+/// Key of `EXT_NUMBERS`: an extension and a hash of the number it dialled.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ExtNumber {
+    pub ext: Extension,
+    pub number: u64,
+}
+
+/// Value of `EXT_NUMBERS`: calls to that number in the current window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CallWindow {
+    pub start_ns: u64,
+    pub count: u32,
+    pub _pad: u32,
+}
+
 /// Ring buffer record emitted when a call is blocked (`EVENTS` holds these beside `BanEvent`s,
 /// told apart by their size). The message comes first so that the kernel builds the record in
 /// its scratch copy of the INVITE, in place: userspace reads the extension, the Call-ID and the
@@ -281,7 +366,11 @@ pub struct CallEvent {
     pub rule: u32,
     pub msg_len: u32,
     pub direction: u8,
-    pub _pad: [u8; 7],
+    /// A `call_verdict` value.
+    pub verdict: u8,
+    pub _pad: [u8; 6],
+    /// Limits (`verdict` other than `RULE`): the extension held.
+    pub ext: Extension,
 }
 
 /// Key of `FLOWS`: one SIP client socket (address and source port).
@@ -482,6 +571,10 @@ mod user {
     unsafe impl aya::Pod for Trace {}
     unsafe impl aya::Pod for CallRule {}
     unsafe impl aya::Pod for CallEvent {}
+    unsafe impl aya::Pod for CallLimits {}
+    unsafe impl aya::Pod for ExtCalls {}
+    unsafe impl aya::Pod for ExtNumber {}
+    unsafe impl aya::Pod for CallWindow {}
 }
 
 /// Sizes pinned here must match the kernel side; a struct that grows implicit padding fails to
@@ -496,7 +589,11 @@ const _: () = {
     assert!(size_of::<Failures>() == 24);
     assert!(size_of::<BanEvent>() == 48);
     // Told apart from a `BanEvent` in the ring by its size.
-    assert!(size_of::<CallEvent>() == CALL_COPY + 40);
+    assert!(size_of::<CallEvent>() == CALL_COPY + 40 + EXT_LEN);
+    assert!(size_of::<CallLimits>() == 24);
+    assert!(size_of::<ExtCalls>() == 32);
+    assert!(size_of::<ExtNumber>() == EXT_LEN + 8);
+    assert!(size_of::<CallWindow>() == 16);
     assert!(size_of::<GeoKey>() == 20);
     assert!(size_of::<Trace>() == 16);
 };

@@ -9,8 +9,9 @@
 use core::mem::size_of;
 
 use crate::{
-    Ban, CallDigits, CallReply, CallRule, Config, Failures, Flow, FlowKey, GeoBits, GeoKey,
-    MAX_CALL_RULES, SCRATCH_LEN, SCRATCH_PAD, STATS_SLOTS, Trace,
+    Ban, CallDigits, CallLimits, CallReply, CallRule, CallWindow, Config, ExtCalls, ExtNumber,
+    Extension, Failures, Flow, FlowKey, GeoBits, GeoKey, MAX_CALL_RULES, SCRATCH_LEN, SCRATCH_PAD,
+    STATS_SLOTS, Trace,
 };
 
 /// The kernel map types the dataplane uses.
@@ -132,15 +133,21 @@ maps! {
     SCRATCH: <u32, Scratch> PerCpuArray, Scratch, 1;
     /// The suspend offset of the kernel's clock.
     CLOCK: <u32, u64> Array, Policy, 1;
-    /// The stages the XDP program tail-calls: the request inspection (`INSPECT_SLOT`) and the
-    /// call rules (`CALLS_SLOT`).
-    PROGS: <u32, u32> ProgArray, Scratch, 2;
+    /// The stages the XDP programs tail-call (`STAGES`).
+    PROGS: <u32, u32> ProgArray, Scratch, crate::STAGES.len() as u32;
     /// Every dialable form of every toll-fraud rule: dialled symbols -> verdict.
     CALL_RULES: <CallDigits, CallRule> LpmTrie, Policy, 262_144;
     /// The PBX's trunks: calls from them are inbound, not judged by the call rules.
     TRUNKS: <Addr, u32> LpmTrie, Policy, 1_024;
-    /// The status line a blocked INVITE is answered with, padded with spaces.
-    CALL_REPLY: <u32, CallReply> Array, Policy, 1;
+    /// The status lines a refused INVITE is answered with (`REPLY_RULE`, `REPLY_LIMIT`),
+    /// padded with spaces.
+    CALL_REPLY: <u32, CallReply> Array, Policy, 2;
+    /// The per-extension call limits: one entry.
+    CALL_LIMITS: <u32, CallLimits> Array, Policy, 1;
+    /// Per extension (digest username): international calls counted and the hold.
+    EXT_CALLS: <Extension, ExtCalls> LruHash, Tracking, 65_536;
+    /// Per extension and dialled number: calls in the current `max_same_number` window.
+    EXT_NUMBERS: <ExtNumber, CallWindow> LruHash, Tracking, 65_536;
     /// Calls each rule decided and blocked (`call_stat_index`), both directions; cleared when
     /// the rule list changes.
     CALL_STATS: <u32, u64> PerCpuArray, Reporting, 2 * MAX_CALL_RULES;

@@ -93,6 +93,7 @@ reasons! {
     BansManual = "bans_manual", "ban", "bans an operator added (`ban add`)";
     CallsChecked = "calls_checked", "inspect", "INVITEs and ACKs whose dialled number the call rules looked up";
     CallBlocked = "call_blocked", "drop", "calls blocked by a toll-fraud rule (INVITEs answered 403 by the filter, their ACKs dropped): the PBX never saw them";
+    CallHeld = "call_held", "drop", "international INVITEs refused (answered 403) because their extension is over a call limit or held by one";
     CallBlockedEgress = "call_blocked_egress", "drop", "INVITEs the PBX sent to a trunk dropped by a toll-fraud rule (forwarding, call-outs): the call never left the host";
 }
 

@@ -8,6 +8,7 @@
 //! and the frame goes back out (`XDP_TX`). Via, From, To, Call-ID and CSeq are the request's own,
 //! so the phone matches the answer to its transaction and stops ringing at once.
 use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_TX},
     helpers::generated::{
         bpf_loop, bpf_skb_load_bytes, bpf_xdp_get_buff_len, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
@@ -15,12 +16,16 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use sip_filter_common::{
-    CALL_COPY, CALL_SYMBOLS, CallDigits, CallEvent, MAX_CALL_RULES, Reason, SCAN_BUF, SCRATCH_LEN,
-    call_stat_index,
+    CALL_COPY, CALL_INGRESS, CALL_SYMBOLS, CallDigits, CallEvent, CallWindow, EXT_LEN, ExtCalls,
+    ExtNumber, Extension, MAX_CALL_RULES, REPLY_LIMIT, Reason, SCAN_BUF, SCRATCH_LEN,
+    call_stat_index, call_verdict,
 };
 
 use crate::{
-    maps::{CALL_REPLY, CALL_RULES, CALL_STATS, EVENTS, SCRATCH, TRUNKS, count, now},
+    maps::{
+        CALL_LIMITS, CALL_REPLY, CALL_RULES, CALL_STATS, EVENTS, EXT_CALLS, EXT_NUMBERS, SCRATCH,
+        TRUNKS, count, now,
+    },
     parse::{Packet, sip::ZERO_TAIL},
 };
 
@@ -110,16 +115,33 @@ pub fn is_trunk(addr: &[u8; 16]) -> bool {
     TRUNKS.get(Key::new(128, *addr)).is_some()
 }
 
-/// The rule that blocks the call whose message `copy_start` copied (its Request-URI starting
-/// at `start`), if one does. An INVITE (`invite`) is counted against the rule that decided it.
+/// What the rules make of a call.
+pub enum Judged {
+    /// Blocked by the rule of this index.
+    Blocked(u32),
+    /// Let through, to an international number: the per-extension limits count it.
+    International,
+    /// Let through otherwise (domestic, an extension, no number).
+    Other,
+}
+
+/// Judges the call whose message `copy_start` copied (its Request-URI starting at `start`).
+/// An INVITE (`invite`) is counted against the rule that decided it.
 #[inline(always)]
-pub fn blocked_by(start: usize, invite: bool) -> Option<u32> {
-    let buf = SCRATCH.get_ptr_mut(0)? as *mut u8;
-    let (key, digits) = scan_uri(buf, start)?;
-    let r = CALL_RULES.get(key)?;
+pub fn judge(start: usize, invite: bool) -> Judged {
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return Judged::Other;
+    };
+    let buf = buf as *mut u8;
+    let Some((key, digits)) = scan_uri(buf, start) else {
+        return Judged::Other;
+    };
+    let Some(r) = CALL_RULES.get(key) else {
+        return Judged::Other;
+    };
     if digits < r.min_digits as u32 {
         // An extension or a local number: no rule decides it.
-        return None;
+        return Judged::Other;
     }
     let blocked = r.blocked != 0;
     // Guard entries (no rule) and rules past the counters' end are not counted.
@@ -129,7 +151,248 @@ pub fn blocked_by(start: usize, invite: bool) -> Option<u32> {
             stat(call_stat_index(r.rule, true));
         }
     }
-    if blocked { Some(r.rule) } else { None }
+    if blocked {
+        Judged::Blocked(r.rule)
+    } else if r.international != 0 {
+        Judged::International
+    } else {
+        Judged::Other
+    }
+}
+
+// --- the per-extension limits ---------------------------------------------------------------
+//
+// The call stage marks an international INVITE for them (a hash of the dialled number, in the
+// scratch buffer past the message copy, which the inspection's copy does not reach); the
+// inspection, which finds the credentials header, reads the digest username and response from
+// it and counts the call. Only credentialed INVITEs count: the username is who places the
+// call (the first INVITE of a call is challenged by the PBX, the second carries it).
+
+/// The mark: the number's hash (never 0 when set).
+const MARK_OFF: usize = SCAN_BUF + 256;
+/// The extension (`EXT_LEN` bytes, zero-padded) and the number's hash after it: together an
+/// `ExtNumber` key, its first `EXT_LEN` bytes an `EXT_CALLS` key.
+const EXT_OFF: usize = MARK_OFF + 64;
+/// The credentials scan's state words.
+const CRED_OFF: usize = EXT_OFF + 64;
+
+#[inline(always)]
+fn word_at(off: usize) -> Option<*mut u64> {
+    let buf = SCRATCH.get_ptr_mut(0)? as *mut u8;
+    Some(unsafe { buf.add(off) } as *mut u64)
+}
+
+pub fn clear_mark() {
+    if let Some(w) = word_at(MARK_OFF) {
+        unsafe { *w = 0 };
+    }
+}
+
+#[inline(always)]
+pub fn marked() -> bool {
+    word_at(MARK_OFF).is_some_and(|w| unsafe { *w } != 0)
+}
+
+/// Marks the INVITE just judged for the limits, when any are set.
+#[inline(always)]
+pub fn mark_for_limits() {
+    let Some(l) = CALL_LIMITS.get(0) else {
+        return;
+    };
+    if !l.any() {
+        return;
+    }
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let buf = buf as *mut u8;
+    // FNV-1a over the key's symbols (its prefix length says how many).
+    let n = (unsafe { core::ptr::read_unaligned(buf.add(KEY_OFF) as *const u32) } / 8) as usize;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for i in 0..CALL_SYMBOLS {
+        let b = if i < n { at(buf, KEY_OFF + 4 + i) } else { 0 };
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    unsafe { *(buf.add(MARK_OFF) as *mut u64) = h | 1 };
+}
+
+/// The mark left by the call stage for this packet (0: none), cleared.
+#[inline(always)]
+pub fn take_mark(cfg: &sip_filter_common::Config) -> u64 {
+    let Some(w) = word_at(MARK_OFF) else {
+        return 0;
+    };
+    let m = unsafe { *w };
+    unsafe { *w = 0 };
+    if cfg.calls_active == 0 { 0 } else { m }
+}
+
+/// The credentials scan's state: the next byte, where it is, the username's length, and the
+/// response's hash.
+const C_POS: usize = 0;
+const C_STATE: usize = 1;
+const C_LEN: usize = 2;
+const C_HASH: usize = 3;
+const SEEK: u64 = 0;
+const IN_USERNAME: u64 = 1;
+const IN_RESPONSE: u64 = 2;
+/// Bytes of the credentials header read for the username and the response.
+const CRED_SCAN: u32 = 512;
+const LOWER: u64 = 0x2020_2020_2020_2020;
+
+/// The limits on the INVITE in the scratch buffer, whose credentials header starts at `at`:
+/// `Some(action)` when it is refused (answered 403, or dropped when it cannot be answered).
+#[inline(always)]
+pub fn limits(ctx: &XdpContext, src: &[u8; 16], at: u64, number: u64) -> Option<u32> {
+    let lim = CALL_LIMITS.get(0)?;
+    let buf = SCRATCH.get_ptr_mut(0)? as *mut u8;
+    let st = unsafe { buf.add(CRED_OFF) } as *mut u64;
+    unsafe {
+        for i in 0..(EXT_LEN / 8) {
+            *(buf.add(EXT_OFF + 8 * i) as *mut u64) = 0;
+        }
+        *(buf.add(EXT_OFF + EXT_LEN) as *mut u64) = number;
+        *st.add(C_POS) = at;
+        *st.add(C_STATE) = SEEK;
+        *st.add(C_LEN) = 0;
+        *st.add(C_HASH) = 0xcbf2_9ce4_8422_2325;
+    }
+    let mut c = Uri { buf };
+    unsafe {
+        bpf_loop(
+            CRED_SCAN,
+            cred_byte as *mut core::ffi::c_void,
+            &mut c as *mut Uri as *mut core::ffi::c_void,
+            0,
+        )
+    };
+    let (len, response) = unsafe { (*st.add(C_LEN), *st.add(C_HASH)) };
+    if len == 0 {
+        return None;
+    }
+    let ext = unsafe { &*(buf.add(EXT_OFF) as *const Extension) };
+    let t = now();
+    let e = match EXT_CALLS.get_ptr_mut(ext) {
+        Some(e) => e,
+        None => {
+            let _ = EXT_CALLS.insert(ext, &ExtCalls::default(), 0);
+            EXT_CALLS.get_ptr_mut(ext)?
+        }
+    };
+    let e = unsafe { &mut *e };
+    let verdict = if e.held_until_ns > t {
+        call_verdict::HELD
+    } else if e.last_response == response {
+        // A retransmission of the INVITE counted last.
+        return None;
+    } else {
+        e.last_response = response;
+        if t.wrapping_sub(e.minute_start_ns) >= 60_000_000_000 {
+            e.minute_start_ns = t;
+            e.minute_count = 0;
+        }
+        e.minute_count += 1;
+        let mut v = call_verdict::RULE;
+        if lim.per_minute != 0 && e.minute_count > lim.per_minute {
+            v = call_verdict::OVER_PER_MINUTE;
+        }
+        if lim.same_number != 0 {
+            let key = unsafe { &*(buf.add(EXT_OFF) as *const ExtNumber) };
+            let w = match EXT_NUMBERS.get_ptr_mut(key) {
+                Some(w) => w,
+                None => {
+                    let _ = EXT_NUMBERS.insert(key, &CallWindow::default(), 0);
+                    EXT_NUMBERS.get_ptr_mut(key)?
+                }
+            };
+            let w = unsafe { &mut *w };
+            if t.wrapping_sub(w.start_ns) >= lim.same_window_ns {
+                w.start_ns = t;
+                w.count = 0;
+            }
+            w.count += 1;
+            if w.count > lim.same_number {
+                v = call_verdict::OVER_SAME_NUMBER;
+            }
+        }
+        if v == call_verdict::RULE {
+            return None;
+        }
+        e.held_until_ns = t + lim.block_for_ns;
+        v
+    };
+    report_limit(src, verdict);
+    if answer(ctx, REPLY_LIMIT) {
+        Some(XDP_TX)
+    } else {
+        Some(XDP_DROP)
+    }
+}
+
+/// One byte of the credentials header: 1 stops the loop.
+extern "C" fn cred_byte(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let buf = unsafe { (*(ctx as *mut Uri)).buf };
+    let st = unsafe { buf.add(CRED_OFF) } as *mut u64;
+    let get = |i: usize| unsafe { *st.add(i) };
+    let set = |i: usize, v: u64| unsafe { *st.add(i) = v };
+    let p = (get(C_POS) as usize) & 0x7ff;
+    let c = at(buf, p);
+    set(C_POS, p as u64 + 1);
+    if c == b'\r' || c == b'\n' || c == 0 {
+        return 1;
+    }
+    match get(C_STATE) {
+        SEEK => {
+            let w = unsafe { core::ptr::read_unaligned(buf.add(p & MASK) as *const u64) } | LOWER;
+            let eq = at(buf, p + 8) == b'=';
+            let quoted = at(buf, p + 9) == b'"';
+            let skip = 9 + quoted as u64;
+            if eq && w == u64::from_le_bytes(*b"username") {
+                set(C_STATE, IN_USERNAME);
+                set(C_POS, p as u64 + skip);
+            } else if eq && w == u64::from_le_bytes(*b"response") {
+                set(C_STATE, IN_RESPONSE);
+                set(C_POS, p as u64 + skip);
+            }
+        }
+        IN_USERNAME => {
+            if c == b'"' || c == b',' || c == b' ' {
+                set(C_STATE, SEEK);
+            } else {
+                let n = get(C_LEN) as usize;
+                if n < EXT_LEN {
+                    unsafe { *buf.add(EXT_OFF + (n & (EXT_LEN - 1))) = c };
+                    set(C_LEN, n as u64 + 1);
+                }
+            }
+        }
+        _ => {
+            if c == b'"' || c == b',' || c == b' ' {
+                set(C_STATE, SEEK);
+            } else {
+                set(
+                    C_HASH,
+                    (get(C_HASH) ^ c as u64).wrapping_mul(0x0100_0000_01b3),
+                );
+            }
+        }
+    }
+    0
+}
+
+/// Reports a refusal by the limits (the extension in the scratch buffer).
+#[inline(always)]
+fn report_limit(src: &[u8; 16], verdict: u8) {
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let buf = buf as *mut u8;
+    let e = event(buf);
+    unsafe {
+        (*e).ext = *(buf.add(EXT_OFF) as *const Extension);
+        (*e).msg_len = CALL_COPY as u32;
+    }
+    send(src, u32::MAX, CALL_INGRESS, verdict);
 }
 
 /// Counts one in this CPU's `CALL_STATS[index]` (rules past `MAX_CALL_RULES` are not counted).
@@ -145,6 +408,11 @@ fn stat(index: u32) {
 /// the record is built where the message was copied and sent with one ring buffer copy.
 #[inline(always)]
 pub fn report(addr: &[u8; 16], rule: u32, direction: u8) {
+    send(addr, rule, direction, call_verdict::RULE);
+}
+
+#[inline(always)]
+fn send(addr: &[u8; 16], rule: u32, direction: u8, verdict: u8) {
     let Some(buf) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -154,6 +422,7 @@ pub fn report(addr: &[u8; 16], rule: u32, direction: u8) {
         (*e).time_ns = now();
         (*e).rule = rule;
         (*e).direction = direction;
+        (*e).verdict = verdict;
         if EVENTS.output::<CallEvent>(&*e, 0).is_err() {
             count(Reason::EventsLost);
         }
@@ -284,13 +553,14 @@ extern "C" fn uri_byte(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
-/// Turns the blocked INVITE in `ctx` into its 403: false when the caller must drop it instead.
+/// Turns the refused INVITE in `ctx` into its 403 (the status line `CALL_REPLY[reply]`):
+/// false when the caller must drop it instead.
 #[inline(always)]
-pub fn answer(ctx: &XdpContext) -> bool {
+pub fn answer(ctx: &XdpContext, reply: u32) -> bool {
     let Some(buf) = SCRATCH.get_ptr_mut(0) else {
         return false;
     };
-    answer_in_place(ctx, line_len(buf as *const u8))
+    answer_in_place(ctx, line_len(buf as *const u8), reply)
 }
 
 /// The request line's length (without its CRLF) in the message copied to `buf`; 0 when it does
@@ -329,11 +599,11 @@ extern "C" fn line_byte(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 /// UDP checksum would need recomputing over the whole message; a request line too long or too
 /// short for the template), and the caller drops it instead.
 #[inline(always)]
-fn answer_in_place(ctx: &XdpContext, line: usize) -> bool {
+fn answer_in_place(ctx: &XdpContext, line: usize, reply: u32) -> bool {
     if !(12..LINE_MAX).contains(&line) {
         return false;
     }
-    let Some(reply) = CALL_REPLY.get_ptr(0) else {
+    let Some(reply) = CALL_REPLY.get_ptr(reply) else {
         return false;
     };
     let (data, end) = (ctx.data(), ctx.data_end());

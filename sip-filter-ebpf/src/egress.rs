@@ -61,7 +61,7 @@ fn call_blocked(ctx: &TcContext, pkt: &parse::Packet) -> bool {
         return false;
     }
     count(Reason::CallsChecked);
-    let Some(rule) = calls::blocked_by(7, true) else {
+    let calls::Judged::Blocked(rule) = calls::judge(7, true) else {
         return false;
     };
     calls::report(&pkt.dst, rule, CALL_EGRESS);

@@ -11,7 +11,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sip_filter_common::{
-    CALL_INGRESS, CALLS_SLOT, Config, Flow, FlowKey, INSPECT_SLOT, Reason, SCAN_BUF, creds, method,
+    CALL_INGRESS, CALLS_SLOT, Config, Flow, FlowKey, INSPECT_SLOT, LIMITS_SLOT, REPLY_RULE, Reason,
+    SCAN_BUF, creds, method,
 };
 
 use crate::{
@@ -105,6 +106,43 @@ pub fn inspect(ctx: &XdpContext) -> u32 {
         && is_sip_request_port(cfg, &pkt)
     {
         inspect_request(ctx, cfg, &pkt);
+        // An international INVITE the call stage marked goes on to the limits, last: a value
+        // carried through the inspection (the mark, a flag) tripled the paths its
+        // verification walks.
+        if calls::marked() {
+            unsafe { PROGS.tail_call(ctx, LIMITS_SLOT) };
+        }
+    }
+    exit(cfg, Reason::Passed, XDP_PASS)
+}
+
+/// `sip_limits`: an international INVITE the call stage marked, entered by tail call from
+/// `sip_call` (an allowlisted source's) or `sip_inspect` (after noting it). It scans the
+/// credentials again, in its own verifier budget, and counts the call: refused by a limit, it
+/// is answered 403.
+pub fn limits_stage(ctx: &XdpContext) -> u32 {
+    let Some(cfg) = config() else {
+        return XDP_PASS;
+    };
+    let number = calls::take_mark(cfg);
+    if let Ok(pkt) = parse::packet(ctx.data(), ctx.data_end())
+        && is_sip_request_port(cfg, &pkt)
+    {
+        let allowlisted = ban::is_allowed(&pkt.src, cfg);
+        let (creds, at) = scan(ctx, &pkt);
+        if number != 0
+            && creds == creds::PRESENT
+            && let Some(action) = calls::limits(ctx, &pkt.src, at, number)
+        {
+            // Refused: the PBX never answers it, so it is no longer pending.
+            if !allowlisted {
+                unnote_flow(&pkt);
+            }
+            return exit(cfg, Reason::CallHeld, action);
+        }
+        if allowlisted {
+            return exit(cfg, Reason::Allowlisted, XDP_PASS);
+        }
     }
     exit(cfg, Reason::Passed, XDP_PASS)
 }
@@ -136,6 +174,7 @@ pub fn calls_stage(ctx: &XdpContext) -> u32 {
     };
     // The same shape as `inspect`: 6.1's verifier follows it (the payload is read only under
     // the parse's own success and the port check).
+    calls::clear_mark();
     if let Ok(pkt) = parse::packet(ctx.data(), ctx.data_end())
         && is_sip_request_port(cfg, &pkt)
     {
@@ -143,6 +182,10 @@ pub fn calls_stage(ctx: &XdpContext) -> u32 {
             return exit(cfg, Reason::CallBlocked, action);
         }
         if ban::is_allowed(&pkt.src, cfg) {
+            // Not tracked, but the limits apply to its international calls all the same.
+            if calls::marked() {
+                unsafe { PROGS.tail_call(ctx, LIMITS_SLOT) };
+            }
             return exit(cfg, Reason::Allowlisted, XDP_PASS);
         }
         unsafe { PROGS.tail_call(ctx, INSPECT_SLOT) };
@@ -160,14 +203,22 @@ fn call_verdict(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     }
     count(Reason::CallsChecked);
     let invite = uri == 7;
-    let rule = calls::blocked_by(uri, invite)?;
-    if invite {
-        calls::report(&pkt.src, rule, CALL_INGRESS);
-        if calls::answer(ctx) {
-            return Some(XDP_TX);
+    match calls::judge(uri, invite) {
+        calls::Judged::Blocked(rule) => {
+            if invite {
+                calls::report(&pkt.src, rule, CALL_INGRESS);
+                if calls::answer(ctx, REPLY_RULE) {
+                    return Some(XDP_TX);
+                }
+            }
+            Some(XDP_DROP)
         }
+        calls::Judged::International if invite => {
+            calls::mark_for_limits();
+            None
+        }
+        _ => None,
     }
-    Some(XDP_DROP)
 }
 
 /// Records the method of a SIP request and whether it carries credentials, for the egress
@@ -193,16 +244,41 @@ fn inspect_request(ctx: &XdpContext, cfg: &Config, pkt: &Packet) {
         }
     };
     note(cfg, Reason::request_index(method));
-    let creds = scan(ctx, pkt);
+    if first8 as u32 == u32::from_le_bytes(*b"ACK ") {
+        // The one request that gets no answer: noted as pending, it would pair the next call's
+        // challenge with a credentialed request and count a phone's every call as a failure.
+        return;
+    }
+    let (creds, _) = scan(ctx, pkt);
     trace(cfg, move |t| t.creds = creds);
     match creds {
         creds::PRESENT => count(Reason::ReqWithCreds),
         creds::UNKNOWN => count(Reason::ReqCredsUnknown),
         _ => {}
     }
-    let k = FlowKey::new(pkt.src, pkt.sport);
+    // An international call the call stage left to the limits: the credentials say whose.
     let with_creds = u8::from(creds != creds::NONE);
     let register_invite = u8::from(method == method::REGISTER || method == method::INVITE);
+    note_flow(pkt, with_creds, register_invite);
+}
+
+/// Takes back what `note_flow` noted for a credentialed INVITE the limits refused.
+#[inline(always)]
+fn unnote_flow(pkt: &Packet) {
+    if let Some(f) = FLOWS.get_ptr_mut(FlowKey::new(pkt.src, pkt.sport)) {
+        unsafe {
+            (*f).pending = (*f).pending.saturating_sub(1);
+            (*f).creds = (*f).creds.saturating_sub(1);
+            (*f).register_invite = (*f).register_invite.saturating_sub(1);
+        }
+    }
+}
+
+/// Notes a request on its client socket's `Flow`, for the egress program to pair the PBX's
+/// answer with.
+#[inline(always)]
+fn note_flow(pkt: &Packet, with_creds: u8, register_invite: u8) {
+    let k = FlowKey::new(pkt.src, pkt.sport);
     // Re-registering phones and guessing scanners reuse their socket: updating in place costs a
     // lookup, where an LRU insert costs several times more. A full map evicts the oldest client,
     // which only forgets its pending requests.
@@ -224,17 +300,18 @@ fn inspect_request(ctx: &XdpContext, cfg: &Config, pkt: &Packet) {
     }
 }
 
-/// Copies up to `SCAN_BUF` bytes of the message to the per-CPU scratch buffer and scans them.
+/// Copies up to `SCAN_BUF` bytes of the message to the per-CPU scratch buffer and scans them:
+/// the `creds` value and where the credentials header starts.
 #[inline(always)]
-fn scan(ctx: &XdpContext, pkt: &Packet) -> u8 {
+fn scan(ctx: &XdpContext, pkt: &Packet) -> (u8, u64) {
     let Some(buf) = SCRATCH.get_ptr_mut(0) else {
-        return creds::UNKNOWN;
+        return (creds::UNKNOWN, 0);
     };
     let buf = buf as *mut u8;
     let off = (pkt.payload - ctx.data()) as u64;
     let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
     if total <= off {
-        return creds::UNKNOWN;
+        return (creds::UNKNOWN, 0);
     }
     // Sizes are computed in u64 and clamped on one register so the 6.1 verifier sees both
     // bounds of the helper's length argument (docs/verifier.md, pitfalls 1 and 2).
@@ -242,7 +319,7 @@ fn scan(ctx: &XdpContext, pkt: &Packet) -> u8 {
     let msg = pkt.udp_payload_len as u64;
     let want = if msg < avail { msg } else { avail };
     if want == 0 {
-        return creds::NONE;
+        return (creds::NONE, 0);
     }
     let buf_len = SCAN_BUF as u64;
     let clamped = if want >= buf_len { buf_len } else { want };
@@ -254,12 +331,13 @@ fn scan(ctx: &XdpContext, pkt: &Packet) -> u8 {
     let truncated = pkt.first_fragment || msg > size;
     let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), size as u32) };
     if rc != 0 {
-        return creds::UNKNOWN;
+        return (creds::UNKNOWN, 0);
     }
     // Whatever an earlier packet left past the message must not be read as part of this one.
     // Word stores: a byte loop here compiles to a call to a byte-at-a-time memset.
     for i in 0..sip::ZERO_TAIL / 8 {
         unsafe { core::ptr::write_unaligned(buf.add(size as usize + 8 * i) as *mut u64, 0) };
     }
-    sip::scan_credentials(buf, size, truncated)
+    let c = sip::scan_credentials(buf, size, truncated);
+    (c, unsafe { *(buf.add(sip::CREDS_AT_OFF) as *const u64) })
 }

@@ -37,6 +37,12 @@ pub fn sip_calls(ctx: XdpContext) -> u32 {
     ingress::calls_stage(&ctx)
 }
 
+/// The per-extension call limits, tail-called by `sip_inspect` (never attached).
+#[xdp(frags)]
+pub fn sip_limits(ctx: XdpContext) -> u32 {
+    ingress::limits_stage(&ctx)
+}
+
 /// Benchmark baseline: what an XDP program that does nothing costs. Never attached.
 #[xdp]
 pub fn sip_pass(_ctx: XdpContext) -> u32 {

@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sip_filter_common::{
-    Ban, CallDigits, CallReply, CallRule, Config, Failures, Flow, FlowKey, GeoBits, GeoKey, Reason,
-    SCRATCH_LEN, SCRATCH_PAD, Trace, map,
+    Ban, CallDigits, CallLimits, CallReply, CallRule, CallWindow, Config, ExtCalls, ExtNumber,
+    Extension, Failures, Flow, FlowKey, GeoBits, GeoKey, Reason, SCRATCH_LEN, SCRATCH_PAD, Trace,
+    map,
 };
 
 // --- policy, written by userspace ---------------------------------------------------------
@@ -47,9 +48,26 @@ pub static TRUNKS: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(map::TRUNK
 pub static CALL_STATS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(map::CALL_STATS.max_entries, 0);
 
-/// The status line a blocked INVITE is answered with (one entry, padded with spaces).
+/// The status lines a refused INVITE is answered with, by `REPLY_RULE` / `REPLY_LIMIT`
+/// (padded with spaces).
 #[map]
 pub static CALL_REPLY: Array<CallReply> = Array::with_max_entries(map::CALL_REPLY.max_entries, 0);
+
+/// The per-extension call limits (one entry; all zero: none).
+#[map]
+pub static CALL_LIMITS: Array<CallLimits> =
+    Array::with_max_entries(map::CALL_LIMITS.max_entries, 0);
+
+/// Per extension: the international calls counted and the hold. An LRU: fake usernames
+/// cannot fill it; a hold an eviction loses is written back by the daemon within a second.
+#[map]
+pub static EXT_CALLS: LruHashMap<Extension, ExtCalls> =
+    LruHashMap::with_max_entries(map::EXT_CALLS.max_entries, 0);
+
+/// Per extension and dialled number: the `max_same_number` window.
+#[map]
+pub static EXT_NUMBERS: LruHashMap<ExtNumber, CallWindow> =
+    LruHashMap::with_max_entries(map::EXT_NUMBERS.max_entries, 0);
 
 // --- bans ----------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
-use sip_filter_common::{BanEvent, BanReason, map};
+use sip_filter_common::{BanEvent, BanReason, call_verdict, map};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -20,6 +20,7 @@ use crate::{
     calls::{
         self,
         blocked::{BlockedCall, Repeats},
+        holds::Keeper,
     },
     clock,
     config::Settings,
@@ -167,6 +168,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
     let mut settings = settings;
+    let mut keeper = Keeper::default();
     // Which side of business hours the call rules in the kernel were written for.
     let mut business = business_now(&settings);
 
@@ -174,7 +176,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                on_events(guard.get_inner_mut(), &mut dp, &mut ledger, &mut reporter, &settings);
+                on_events(guard.get_inner_mut(), &mut dp, &mut ledger, &mut reporter, &settings, &mut keeper);
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -182,7 +184,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     warn!("updating the kernel's clock offset: {e:#}");
                 }
                 // Events first, so a ban is recorded with what its event says.
-                on_events(ring.get_mut(), &mut dp, &mut ledger, &mut reporter, &settings);
+                on_events(ring.get_mut(), &mut dp, &mut ledger, &mut reporter, &settings, &mut keeper);
+                match keeper.keep(&mut dp) {
+                    Ok(0) => {}
+                    Ok(n) => info!(holds = n, "call-limit holds written back after an eviction"),
+                    Err(e) => warn!("keeping the call-limit holds: {e:#}"),
+                }
                 match bans::expire(&mut dp).and_then(|gone| ledger.expired(gone)) {
                     Ok(changes) => reporter.report(changes, &[]),
                     Err(e) => warn!("expiring bans: {e:#}"),
@@ -267,12 +274,23 @@ fn on_events(
     ledger: &mut Ledger,
     reporter: &mut Reporter,
     settings: &Settings,
+    keeper: &mut Keeper,
 ) {
     let drained = maps::drain_events(ring);
     if drained.bad > 0 {
         warn!(records = drained.bad, "ring buffer records of neither kind");
     }
     for e in &drained.calls {
+        if matches!(
+            e.verdict,
+            call_verdict::OVER_PER_MINUTE | call_verdict::OVER_SAME_NUMBER
+        ) {
+            let block_for = settings
+                .calls
+                .as_ref()
+                .map_or(0, |c| c.block_for.as_nanos() as u64);
+            keeper.held(e.ext, e.time_ns + block_for);
+        }
         reporter.call(&BlockedCall::read(e, settings.calls.as_ref()));
     }
     for e in &drained.bans {

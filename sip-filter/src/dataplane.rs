@@ -62,11 +62,7 @@ impl Dataplane {
     /// Loads the request inspection and puts it where `sip_xdp` tail-calls it. On a restart the
     /// pinned `PROGS` slot is overwritten: the new inspection takes over in one atomic update.
     fn load_inspect(&mut self) -> Result<()> {
-        use sip_filter_common::{CALLS_PROG, CALLS_SLOT, INSPECT_PROG, INSPECT_SLOT};
-        for (name, slot, what) in [
-            (INSPECT_PROG, INSPECT_SLOT, "the request inspection"),
-            (CALLS_PROG, CALLS_SLOT, "the call rules"),
-        ] {
+        for &(name, slot, what) in sip_filter_common::STAGES {
             let prog = self.xdp_program_mut(name)?;
             prog.load()
                 .with_context(|| format!("the kernel rejected {what} ({name})"))?;

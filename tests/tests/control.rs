@@ -138,7 +138,13 @@ fn kernel_bans_at_threshold_and_survive_kill_9_and_restart() {
     names.sort();
     assert_eq!(
         names,
-        ["sip_calls", "sip_inspect", "sip_tc", "sip_xdp"],
+        [
+            "sip_calls",
+            "sip_inspect",
+            "sip_limits",
+            "sip_tc",
+            "sip_xdp"
+        ],
         "{status}"
     );
 

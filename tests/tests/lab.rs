@@ -650,3 +650,237 @@ fn s8_an_operator_bans_a_phone_with_the_cli_and_unbans_it() {
         stats.failed
     ));
 }
+
+/// The seeds' toll-fraud stories against Kamailio routing authenticated calls to a SIPp trunk:
+/// a phone with valid credentials dials a premium number and a Caribbean look-alike (refused
+/// by the filter, under 100 ms, the PBX never sees them, the trunk gets no call); a domestic
+/// and an international call in business hours reach the trunk and connect; Kamailio
+/// forwarding an inbound call to a premium number is stopped at egress; and when business
+/// hours end while the daemon runs, the same international call is refused, with no reload.
+#[test]
+fn s9_toll_fraud_rules_stop_calls_with_valid_credentials_at_ingress_and_egress() {
+    // Business hours end at the next minute boundary at least 25 s away (UTC).
+    let now = lab::now() as u64;
+    let mut edge = (now / 60 + 1) * 60;
+    if edge - now < 25 {
+        edge += 60;
+    }
+    let hm = |t: u64| format!("{:02}:{:02}", (t / 3600) % 24, (t / 60) % 60);
+    let window = format!("Mon-Sun {}-{}", hm(edge - 600), hm(edge));
+    let calls = format!(
+        "[calls]\n\
+         country_code = \"1\"\n\
+         timezone = \"UTC\"\n\
+         business_hours = [\"{window}\"]\n\
+         allow = [\"+1\"]\n\
+         after_hours_block = [\"+\"]\n\
+         trunks = [\"{}/32\"]\n",
+        lab::TRUNK
+    );
+    let lab = start(LabConfig {
+        calls: Some(calls),
+        ..LabConfig::default()
+    });
+    let mut trunk = lab.start_trunk().expect("starting the SIPp trunk");
+    let phone = &lab.attacker;
+    let pbx = ip(lab::PBX);
+    let call = |number: &str, expect| {
+        let ok = lab.call(phone, 101, number, expect).expect("a SIPp call");
+        if !ok {
+            let nic = lab
+                .pbx_ns()
+                .exec("ethtool", &["-S", lab.pbx_if()])
+                .unwrap_or_default();
+            let peer = lab
+                .filter
+                .link
+                .client
+                .exec("ethtool", &["-S", "pbx"])
+                .unwrap_or_default();
+            panic!(
+                "{number}: expected {expect:?}\nstats: {}\nPBX NIC: {nic}\npeer: {peer}\nlog: {}",
+                lab.filter.stats(),
+                lab.filter.log()
+            );
+        }
+    };
+    let trunk_invites = || lab.trunk_invites();
+
+    // Stolen or cloned credentials: the call is refused before the challenge.
+    call("+88212345678", tools::CallOutcome::Refused);
+    call("18095550100", tools::CallOutcome::Refused);
+    let (code, took) = Lab::first_final_answer(
+        phone,
+        pbx,
+        Lab::invite(phone.addr, pbx, "101", "011882555123"),
+    )
+    .expect("an answer");
+    assert_eq!(code, 403);
+    assert!(took < Duration::from_millis(100), "answered in {took:?}");
+    // What the PBX and the trunk may and may not see.
+    call("+12125550100", tools::CallOutcome::Connected);
+    call("+442071234567", tools::CallOutcome::Connected);
+    let seen_invites: Vec<String> = lab
+        .seen_from(phone.addr)
+        .into_iter()
+        .filter(|s| s.method == "INVITE")
+        .map(|s| s.user)
+        .collect();
+    for blocked in ["+88212345678", "18095550100", "011882555123"] {
+        assert!(
+            !seen_invites.iter().any(|u| u == blocked),
+            "the PBX saw {blocked}: {seen_invites:?}"
+        );
+    }
+    assert!(
+        seen_invites.iter().any(|u| u == "+12125550100"),
+        "{seen_invites:?}"
+    );
+    let at_trunk = trunk_invites();
+    assert_eq!(
+        at_trunk.len(),
+        2,
+        "the trunk got the two allowed calls only: {at_trunk:#?}"
+    );
+
+    // Forwarding: an inbound call from the trunk to extension 150, which the PBX forwards to a
+    // premium number through the trunk. The INVITE the PBX sends never leaves the host.
+    let caller = lab.trunk.addr;
+    let _ = Lab::first_final_answer(
+        &lab.trunk,
+        pbx,
+        Lab::invite(caller, pbx, "trunk", lab::kamailio::FORWARDING_EXTENSION),
+    );
+    let forwarded = lab
+        .seen_from(caller)
+        .into_iter()
+        .filter(|s| s.method == "INVITE" && s.code == 181)
+        .count();
+    assert_eq!(forwarded, 1, "Kamailio forwarded the inbound call");
+    assert!(
+        !trunk_invites()
+            .iter()
+            .any(|l| l.contains(lab::kamailio::FORWARD_TO)),
+        "the forwarded call reached the trunk: {:#?}",
+        trunk_invites()
+    );
+    let stats = lab.filter.stats();
+    assert!(
+        stats["call_blocked_egress"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert!(stats["call_blocked"].as_u64().unwrap() >= 3, "{stats}");
+    let log = lab.filter.log();
+    assert!(
+        log.contains("call blocked at egress") && log.contains(lab::kamailio::FORWARD_TO),
+        "{log}"
+    );
+    assert!(log.contains("call blocked: extension \"101\""), "{log}");
+
+    // Business hours end while the daemon runs: the same call is refused, no reload.
+    let wait = (edge as f64 - lab::now()).max(0.0) + 2.0;
+    report(format!(
+        "scenario 9: waiting {wait:.0} s for business hours ({window} UTC) to end"
+    ));
+    sleep(wait);
+    call("+442071234567", tools::CallOutcome::Refused);
+    call("+12125550100", tools::CallOutcome::Connected);
+    assert!(lab.filter.log().contains("business hours ended"));
+    let at_trunk = trunk_invites();
+    assert_eq!(at_trunk.len(), 3, "{at_trunk:#?}");
+    let rules: Vec<String> = lab.filter.stats()["call_rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["calls"].as_u64() > Some(0))
+        .map(|r| {
+            format!(
+                "{} {}/{}",
+                r["rule"].as_str().unwrap(),
+                r["blocked"],
+                r["calls"]
+            )
+        })
+        .collect();
+    report(format!(
+        "scenario 9: premium, Caribbean look-alike refused (403 in {took:?}); domestic and \
+         business-hours international connected; forwarding to {} dropped at egress; after \
+         hours the international call refused; the trunk got {} INVITEs; per rule (blocked/INVITEs): {}",
+        lab::kamailio::FORWARD_TO,
+        at_trunk.len(),
+        rules.join(", ")
+    ));
+    trunk.tool.stop();
+}
+
+/// Seed 000: a cloned phone with valid credentials places 19 short calls to one premium
+/// number in Africa, in business hours (so no after-hours rule helps). With
+/// `max_same_number = { calls = 5, within = "10m" }` the first five connect and every call
+/// from the sixth is refused at its credentialed INVITE: the trunk gets five calls, not 19.
+/// `calls blocked` lists the extension, `calls unblock` lifts it.
+#[test]
+fn s10_seed_000_nineteen_calls_to_one_number_are_refused_from_the_sixth() {
+    let calls = format!(
+        "[calls]\n\
+         country_code = \"1\"\n\
+         timezone = \"UTC\"\n\
+         business_hours = [\"Mon-Sun 00:00-24:00\"]\n\
+         allow = [\"+1\"]\n\
+         after_hours_block = [\"+\"]\n\
+         trunks = [\"{}/32\"]\n\
+         max_same_number = {{ calls = 5, within = \"10m\" }}\n\
+         block_for = \"1h\"\n",
+        lab::TRUNK
+    );
+    let lab = start(LabConfig {
+        calls: Some(calls),
+        ..LabConfig::default()
+    });
+    let mut trunk = lab.start_trunk().expect("starting the SIPp trunk");
+    let phone = &lab.attacker;
+    let number = "+2693212345";
+    let mut outcomes = Vec::new();
+    for i in 1..=19 {
+        let expect = if i <= 5 {
+            tools::CallOutcome::Connected
+        } else {
+            tools::CallOutcome::RefusedAfterChallenge
+        };
+        let ok = lab.call(phone, 101, number, expect).expect("a SIPp call");
+        if !ok {
+            let mut st = lab.filter.stats();
+            st.as_object_mut().unwrap().remove("call_rules");
+            panic!("call {i}: expected {expect:?}\n{st}\n{}", lab.filter.log());
+        }
+        outcomes.push(expect);
+    }
+    let at_trunk = lab.trunk_invites();
+    let to_number = at_trunk.iter().filter(|l| l.contains(number)).count();
+    assert_eq!(to_number, 5, "the trunk got five calls: {at_trunk:#?}");
+    let held = lab.filter.cli_ok(&["calls", "blocked", "--json"]);
+    let held: serde_json::Value = serde_json::from_str(&held).unwrap();
+    assert_eq!(held[0]["extension"], "101", "{held}");
+    let log = lab.filter.log();
+    assert!(
+        log.contains("over a call limit (max_same_number = 5 calls within 10m"),
+        "{log}"
+    );
+    // Another extension is not held; the operator lifts 101's hold.
+    assert!(
+        lab.call(phone, 102, number, tools::CallOutcome::Connected)
+            .unwrap()
+    );
+    lab.filter.cli_ok(&["calls", "unblock", "101"]);
+    assert!(
+        lab.call(phone, 101, number, tools::CallOutcome::Connected)
+            .unwrap(),
+        "after the unblock"
+    );
+    let stats = lab.filter.stats();
+    report(format!(
+        "scenario 10: 19 calls to {number}: 5 connected, 14 refused (call_held {}); the trunk got \
+         {to_number}; `calls blocked`: {held}",
+        stats["call_held"]
+    ));
+    trunk.tool.stop();
+}

@@ -540,3 +540,72 @@ fn oversized_frames_are_replayed() {
     assert_eq!(s.packets[1].reason, "401: auth failure 1/5");
     assert_eq!(s.packets[2].reason, "REGISTER with credentials");
 }
+
+/// A phone's INVITE with `uri` as its Request-URI.
+fn invite(uri: &str) -> Vec<u8> {
+    let m = sip::request("INVITE", "101", CLIENT, Creds::None, &[]);
+    let rest = &m[m.find("\r\n").unwrap()..];
+    Packet::udp(
+        CLIENT,
+        5062,
+        PBX,
+        5060,
+        format!("INVITE {uri} SIP/2.0{rest}"),
+    )
+    .build()
+}
+
+/// Call verdicts: a premium call is answered 403 by the filter (named with its extension,
+/// number and rule), a domestic one passes, and the PBX's INVITE forwarding a call to a
+/// premium number through its trunk is dropped at egress.
+#[test]
+fn call_verdicts_are_shown() {
+    let dir = tmp();
+    let path = dir.path().join("calls.pcap");
+    let forward = {
+        let m = sip::request("INVITE", "101", PBX, Creds::None, &[]);
+        let rest = &m[m.find("\r\n").unwrap()..];
+        Packet::udp(
+            PBX,
+            5060,
+            "198.51.100.7",
+            5060,
+            format!("INVITE sip:+8825551234@198.51.100.7 SIP/2.0{rest}"),
+        )
+        .build()
+    };
+    let frames = vec![
+        invite("sip:+8825551234@pbx"),
+        invite("sip:+12125550100@pbx"),
+        forward,
+    ];
+    pcap::write(&path, Format::Pcap, Link::Ethernet, &frames).unwrap();
+    let mut opts = options(&path, 5, false);
+    opts.settings = Settings::parse(
+        "[calls]\ncountry_code = \"1\"\nallow = [\"+1\"]\ntrunks = [\"198.51.100.7\"]\n",
+        "sip-filter.toml".as_ref(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let s = replay::run(&opts, &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    println!("{out}");
+    assert_eq!(s.packets[0].verdict, Verdict::Answer);
+    assert!(
+        s.packets[0]
+            .reason
+            .contains("extension \"101\" to +8825551234 refused (403)")
+            && s.packets[0].reason.contains("+882"),
+        "{}",
+        s.packets[0].reason
+    );
+    assert_eq!(s.packets[1].verdict, Verdict::Pass);
+    assert_eq!(s.packets[2].direction, Direction::Egress);
+    assert_eq!(s.packets[2].verdict, Verdict::Drop);
+    assert!(
+        s.packets[2].reason.contains("blocked at egress"),
+        "{}",
+        s.packets[2].reason
+    );
+    assert!(out.contains(" 403 "), "{out}");
+}

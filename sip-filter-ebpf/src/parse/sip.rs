@@ -135,6 +135,11 @@ struct Scan {
     result: u8,
 }
 
+/// Where in the scratch buffer the scan leaves the offset of the credentials header it found:
+/// map memory, not the scan's state on the stack, whose exact values the verifier would track
+/// (docs/verifier.md, 13).
+pub const CREDS_AT_OFF: usize = sip_filter_common::SCAN_BUF + 192;
+
 const UNDECIDED: u8 = 0xff;
 
 /// Aligned words examined per `bpf_loop` turn: fewer turns, less call overhead.
@@ -201,6 +206,7 @@ fn scan_lanes(s: &mut Scan, pos: u64, pending: u64) -> bool {
         let lc = first | 0x20;
         if (lc == b'a' || lc == b'p') && credentials_header(buf, at) {
             s.result = creds::PRESENT;
+            unsafe { *((buf as *mut u8).add(CREDS_AT_OFF) as *mut u64) = at };
             return true;
         }
     }
@@ -215,7 +221,7 @@ fn scan_lanes(s: &mut Scan, pos: u64, pending: u64) -> bool {
 
 /// Scans the first `size` bytes of a SIP request copied to `buf` (followed by `ZERO_TAIL` zero
 /// bytes) for a credentials header in the header section. `truncated` says that the message
-/// continues beyond `size`.
+/// continues beyond `size`. When `PRESENT`, where that header starts is at `CREDS_AT_OFF`.
 #[inline(always)]
 pub fn scan_credentials(buf: *const u8, size: u64, truncated: bool) -> u8 {
     let mut s = Scan {

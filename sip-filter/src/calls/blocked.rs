@@ -8,9 +8,9 @@ use std::{
 };
 
 use serde::Serialize;
-use sip_filter_common::{CALL_EGRESS, CallEvent};
+use sip_filter_common::{CALL_EGRESS, CallEvent, call_verdict};
 
-use super::dialplan;
+use super::{dialplan, holds};
 use crate::{addr::from_key, config::Calls};
 
 /// One blocked call.
@@ -27,8 +27,11 @@ pub struct BlockedCall {
     pub dialled: String,
     /// Its E.164 form (`+...`), or the cleaned string when it is not one.
     pub number: String,
-    /// The rule that blocked it, as `calls check` names it.
+    /// The rule that blocked it, as `calls check` names it, or the limit.
     pub rule: String,
+    /// `rule`, `max_calls_per_minute`, `max_same_number` (the call that went over; the
+    /// extension is held from it) or `held` (a call while held).
+    pub verdict: &'static str,
     /// When, in the configured time zone (`2026-12-04 17:05:09 EST`).
     pub local_time: String,
     pub call_id: String,
@@ -45,9 +48,32 @@ impl BlockedCall {
             Some(c) => c.plan.normalise(&dialled).to_string(),
             None => dialplan::clean(&dialled),
         };
-        let rule = calls
-            .and_then(|c| c.rules.iter().nth(e.rule as usize))
-            .map_or_else(|| format!("rule #{}", e.rule), |r| r.describe());
+        let verdict = match e.verdict {
+            call_verdict::OVER_PER_MINUTE => "max_calls_per_minute",
+            call_verdict::OVER_SAME_NUMBER => "max_same_number",
+            call_verdict::HELD => "held",
+            _ => "rule",
+        };
+        let block_for = calls.map_or_else(String::new, |c| {
+            humantime::format_duration(c.block_for).to_string()
+        });
+        let rule = match e.verdict {
+            call_verdict::OVER_PER_MINUTE => format!(
+                "max_calls_per_minute = {}: held for {block_for}",
+                calls.map_or(0, |c| c.max_calls_per_minute)
+            ),
+            call_verdict::OVER_SAME_NUMBER => {
+                let (n, w) = calls.and_then(|c| c.max_same_number).unwrap_or_default();
+                format!(
+                    "max_same_number = {n} calls within {}: held for {block_for}",
+                    humantime::format_duration(w)
+                )
+            }
+            call_verdict::HELD => "held by a call limit".to_string(),
+            _ => calls
+                .and_then(|c| c.rules.iter().nth(e.rule as usize))
+                .map_or_else(|| format!("rule #{}", e.rule), |r| r.describe()),
+        };
         let now = jiff::Timestamp::now();
         let local_time = match calls {
             Some(c) => now
@@ -63,10 +89,15 @@ impl BlockedCall {
                 "ingress"
             },
             addr: from_key(e.addr),
-            extension: head.extension(),
+            extension: if e.verdict == call_verdict::RULE {
+                head.extension()
+            } else {
+                holds::name(&e.ext)
+            },
             dialled,
             number,
             rule,
+            verdict,
             local_time,
             call_id: head.call_id.to_string(),
         }
@@ -78,6 +109,10 @@ impl BlockedCall {
             "egress" => format!(
                 "call blocked at egress: the PBX called {} ({}) for extension {:?} via trunk {}, {} at {}: dropped",
                 self.number, self.dialled, self.extension, self.addr, self.rule, self.local_time
+            ),
+            _ if self.verdict != "rule" => format!(
+                "call refused: extension {:?} at {} dialled {} ({}), over a call limit ({}) at {}: answered 403",
+                self.extension, self.addr, self.dialled, self.number, self.rule, self.local_time
             ),
             _ => format!(
                 "call blocked: extension {:?} at {} dialled {} ({}), {} at {}: answered 403",

@@ -7,8 +7,8 @@ use anyhow::{Context as _, Result};
 use aya::maps::{Array, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
 use ipnet::IpNet;
 use sip_filter_common::{
-    CALL_REPLY_LEN, CALL_SYMBOLS, CallDigits, CallReply, CallRule, MAX_CALL_RULES, call_stat_index,
-    map,
+    CALL_REPLY_LEN, CALL_SYMBOLS, CallDigits, CallLimits, CallReply, CallRule, MAX_CALL_RULES,
+    REPLY_LIMIT, REPLY_RULE, call_stat_index, map,
 };
 use tracing::warn;
 
@@ -20,14 +20,30 @@ use crate::{
     state::State,
 };
 
-/// The status line a blocked INVITE gets: the request line's length, spaces after the reason.
-pub const REPLY: &str =
-    "SIP/2.0 403 Forbidden (sip-filter: destination blocked by a toll-fraud rule)";
+/// The status line a blocked INVITE gets, cut or padded with spaces to the request line's
+/// length: the words that say why come first, so a short request line keeps them.
+pub const REPLY: &str = "SIP/2.0 403 Destination blocked (sip-filter: toll-fraud rule)";
+/// The status line an INVITE refused by the per-extension limits gets.
+pub const REPLY_HELD: &str = "SIP/2.0 403 Call limit reached (sip-filter: extension held)";
 
-fn reply() -> CallReply {
+fn reply(text: &str) -> CallReply {
     let mut r = [b' '; CALL_REPLY_LEN];
-    r[..REPLY.len()].copy_from_slice(REPLY.as_bytes());
+    r[..text.len()].copy_from_slice(text.as_bytes());
     r
+}
+
+/// The limits as the kernel applies them (all zero: none).
+pub fn limits(calls: Option<&Calls>) -> CallLimits {
+    let Some(c) = calls else {
+        return CallLimits::default();
+    };
+    let (same_number, within) = c.max_same_number.unwrap_or_default();
+    CallLimits {
+        per_minute: c.max_calls_per_minute,
+        same_number,
+        same_window_ns: within.as_nanos() as u64,
+        block_for_ns: c.block_for.as_nanos() as u64,
+    }
 }
 
 /// The table's entries as the kernel holds them, blocked or not at this side of the schedule.
@@ -59,7 +75,8 @@ pub fn entries(calls: &Calls, business_hours: bool) -> BTreeMap<Vec<u8>, CallRul
             CallRule {
                 blocked: u8::from(blocked),
                 min_digits: e.min_digits,
-                _pad: [0; 2],
+                international: u8::from(e.international),
+                _pad: 0,
                 rule: e.rule.as_deref().map_or(u32::MAX, |p| index[p]),
             },
         );
@@ -78,7 +95,13 @@ pub fn apply(dp: &mut impl Maps, calls: Option<&Calls>, business_hours: bool) ->
     {
         let mut r: Array<&mut MapData, CallReply> =
             Array::try_from(dp.map_mut(map::CALL_REPLY.name)?)?;
-        r.set(0, reply(), 0)?;
+        r.set(REPLY_RULE, reply(REPLY), 0)?;
+        r.set(REPLY_LIMIT, reply(REPLY_HELD), 0)?;
+    }
+    {
+        let mut l: Array<&mut MapData, CallLimits> =
+            Array::try_from(dp.map_mut(map::CALL_LIMITS.name)?)?;
+        l.set(0, limits(calls), 0)?;
     }
     let wanted = calls
         .map(|c| entries(c, business_hours))

@@ -4,5 +4,6 @@ pub mod blocked;
 pub mod dataplane;
 pub mod dialplan;
 pub mod high_risk;
+pub mod holds;
 pub mod rules;
 pub mod schedule;

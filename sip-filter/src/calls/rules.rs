@@ -172,6 +172,9 @@ pub struct Entry {
     pub rule: Option<String>,
     /// Fewer digits than this in the cleaned string: an extension, not matched.
     pub min_digits: u8,
+    /// Numbers of this form are international (not the PBX's own country): the calls the
+    /// per-extension limits count.
+    pub international: bool,
 }
 
 /// Every dialable form of every rule: cleaned dialled string (`+` and digits) -> entry.
@@ -190,10 +193,12 @@ impl Table {
         } else {
             vec!["", outside]
         };
-        let mut put = |form: String, rule: Option<&str>, line: &str| {
+        let cc = plan.country_code.as_str();
+        let mut put = |form: String, rule: Option<&str>, line: &str, international: bool| {
             let entry = Entry {
                 rule: rule.map(str::to_string),
                 min_digits: (dialplan::MIN_DIGITS + line.len()) as u8,
+                international,
             };
             match forms.get(&form) {
                 // The more specific rule keeps a shared form (a guard never displaces a rule).
@@ -203,34 +208,69 @@ impl Table {
                 }
             }
         };
+        // The rule a number under `+<digits>` falls to when no rule is that specific: what
+        // `+<country code>` is given below, so that it is told apart as domestic.
+        let covering = |digits: &str| {
+            rules
+                .iter()
+                .filter(|r| digits.starts_with(r.prefix.as_str()))
+                .max_by_key(|r| r.prefix.len())
+                .map(|r| r.prefix.clone())
+        };
+        let home = covering(cc);
         for line in &lines {
             // Guards: what starts like an international number is one.
-            put(format!("{line}+"), None, line);
+            put(format!("{line}+"), None, line, true);
             if !plan.international_prefix.is_empty() {
-                put(format!("{line}{}", plan.international_prefix), None, line);
+                put(
+                    format!("{line}{}", plan.international_prefix),
+                    None,
+                    line,
+                    true,
+                );
+            }
+            // The own country dialled as an international number is domestic: its own forms,
+            // with whatever rule covers it (so no verdict changes).
+            put(format!("{line}+{cc}"), home.as_deref(), line, false);
+            if !plan.international_prefix.is_empty() {
+                put(
+                    format!("{line}{}{cc}", plan.international_prefix),
+                    home.as_deref(),
+                    line,
+                    false,
+                );
             }
             for r in rules.iter() {
                 let p = r.prefix.as_str();
-                put(format!("{line}+{p}"), Some(p), line);
+                // Abroad, or on the default high-risk list (the Caribbean area codes under +1
+                // bill as international).
+                let abroad = !p.starts_with(cc) || r.source.is_some();
+                put(format!("{line}+{p}"), Some(p), line, abroad);
                 if !plan.international_prefix.is_empty() {
                     put(
                         format!("{line}{}{p}", plan.international_prefix),
                         Some(p),
                         line,
+                        abroad,
                     );
                 }
                 if !plan.national_prefix.is_empty() {
-                    let cc = plan.country_code.as_str();
                     if let Some(rest) = p.strip_prefix(cc) {
                         put(
                             format!("{line}{}{rest}", plan.national_prefix),
                             Some(p),
                             line,
+                            false,
                         );
                     } else if cc.starts_with(p) {
                         // Shorter than the country code ("+", "+1" under "1"): every national
                         // number.
-                        put(format!("{line}{}", plan.national_prefix), Some(p), line);
+                        put(
+                            format!("{line}{}", plan.national_prefix),
+                            Some(p),
+                            line,
+                            false,
+                        );
                     }
                 }
             }
@@ -241,9 +281,9 @@ impl Table {
         }
     }
 
-    /// The rule a dialled user part meets, looked up the way the kernel will: clean it, take
+    /// The entry a dialled user part meets, looked up the way the kernel will: clean it, take
     /// the longest form that is a prefix, check its digit count.
-    pub fn lookup(&self, user: &str) -> Option<&Rule> {
+    pub fn lookup_entry(&self, user: &str) -> Option<&Entry> {
         let cleaned = dialplan::clean(user);
         if cleaned
             .bytes()
@@ -257,12 +297,14 @@ impl Table {
         let e = (0..=cleaned.len())
             .rev()
             .find_map(|n| self.forms.get(&cleaned[..n]))?;
-        if digits < e.min_digits as usize {
-            return None;
-        }
+        (digits >= e.min_digits as usize).then_some(e)
+    }
+
+    /// The rule a dialled user part meets (see `lookup_entry`).
+    pub fn lookup(&self, user: &str) -> Option<&Rule> {
+        let e = self.lookup_entry(user)?;
         // Only digits may follow a form (a second "+" is no number).
-        let rule = self.rules.rules.get(e.rule.as_ref()?)?;
-        Some(rule)
+        self.rules.rules.get(e.rule.as_ref()?)
     }
 
     pub fn decide(&self, user: &str, business_hours: bool) -> Verdict {

@@ -6,6 +6,7 @@ use clap::Subcommand;
 use sip_filter::{
     calls::{
         dialplan::{Dialled, How},
+        holds,
         rules::Table,
     },
     config::Settings,
@@ -27,6 +28,22 @@ pub enum CallsCmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Extensions held by a call limit (`max_calls_per_minute`, `max_same_number`): they may
+    /// not place international calls until the hold ends.
+    Blocked {
+        /// Interface (default: the only one sip-filter is attached to).
+        #[arg(long)]
+        iface: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lifts an extension's hold and forgets its call counts.
+    Unblock {
+        /// The extension (its digest username).
+        extension: String,
+        #[arg(long)]
+        iface: Option<String>,
+    },
 }
 
 pub fn calls(cmd: CallsCmd) -> Result<()> {
@@ -37,6 +54,35 @@ pub fn calls(cmd: CallsCmd) -> Result<()> {
             at,
             config,
         } => check(&number, extension.as_deref(), at.as_deref(), config),
+        CallsCmd::Blocked { iface, json } => {
+            let (_, mut maps) = super::open(iface.as_deref())?;
+            let held = holds::list(&mut maps)?;
+            if json {
+                return super::print_json(&held);
+            }
+            if held.is_empty() {
+                println!("no extension is held by a call limit");
+            }
+            for h in held {
+                println!(
+                    "{:<20} held until {} ({} left)",
+                    h.extension,
+                    h.until,
+                    humantime::format_duration(std::time::Duration::from_secs(h.remaining_secs))
+                );
+            }
+            Ok(())
+        }
+        CallsCmd::Unblock { extension, iface } => {
+            holds::key(&extension)?;
+            let (_, mut maps) = super::open(iface.as_deref())?;
+            if holds::lift(&mut maps, &extension)? {
+                println!("extension {extension} may place international calls again");
+            } else {
+                println!("extension {extension} was not held (its call counts start again)");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -100,19 +146,32 @@ fn check(
             "after hours"
         }
     );
+    // Whether the extension is held now, from the running filter (only for a call now).
+    let mut held = None;
     if let Some(ext) = extension {
-        println!(
-            "extension:   {ext} (per-extension limits are counted by the dataplane; none is \
-             enforced yet)"
-        );
+        let international = table.lookup_entry(user).is_some_and(|e| e.international);
+        let line = match super::open(None).and_then(|(_, mut m)| holds::list(&mut m)) {
+            _ if at.is_some() => {
+                "holds are not known ahead (the filter counts calls as they come)".into()
+            }
+            Ok(list) => match list.into_iter().find(|h| h.extension == ext) {
+                Some(h) => {
+                    if international {
+                        held = Some(h.until.clone());
+                    }
+                    format!("held by a call limit until {}", h.until)
+                }
+                None => "not held by a call limit".into(),
+            },
+            Err(e) => format!("holds unknown (the filter's maps: {e:#})"),
+        };
+        println!("extension:   {ext}: {line}");
     }
-    println!(
-        "verdict:     {}",
-        if verdict.blocked {
-            "blocked"
-        } else {
-            "allowed"
-        }
-    );
+    let text = match (&held, verdict.blocked) {
+        (_, true) => "blocked".to_string(),
+        (Some(until), false) => format!("refused: the extension is held until {until}"),
+        (None, false) => "allowed".to_string(),
+    };
+    println!("verdict:     {text}");
     Ok(())
 }

@@ -28,6 +28,8 @@ pub(super) fn ingress(
         Some(Reason::DroppedGeo) => "geo-blocked".into(),
         Some(Reason::Allowlisted) => "allowlisted".into(),
         Some(Reason::Malformed) => "malformed".into(),
+        Some(Reason::CallBlocked) => "the ACK of a refused call (dropped)".into(),
+        Some(Reason::CallHeld) => "call refused by a call limit".into(),
         _ => match detail {
             Some(Reason::NotIp) => "not IP".into(),
             Some(Reason::NonFirstFragment) => "non-first fragment".into(),

@@ -73,6 +73,8 @@ pub enum Direction {
 pub enum Verdict {
     Pass,
     Drop,
+    /// Answered by the filter itself (a call refused with a 403: XDP_TX).
+    Answer,
 }
 
 /// What the filter did with one packet of the capture.
@@ -158,6 +160,8 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> Result<ReplaySummary> {
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const TC_ACT_SHOT: u32 = 2;
 
 /// BPF_PROG_TEST_RUN refuses an skb larger than a page (less head- and tailroom). The egress
 /// program only reads the headers and the status line, so a longer answer is cut to this.
@@ -171,6 +175,8 @@ struct Replayer<'a> {
     dp: Dataplane,
     settings: &'a Settings,
     pbx: &'a [IpAddr],
+    /// Ban events drained from the ring buffer (the calls' are read packet by packet).
+    ban_events: Vec<sip_filter_common::BanEvent>,
 }
 
 impl<'a> Replayer<'a> {
@@ -188,6 +194,7 @@ impl<'a> Replayer<'a> {
             dp,
             settings: &opts.settings,
             pbx: &opts.pbx,
+            ban_events: Vec::new(),
         })
     }
 
@@ -217,17 +224,43 @@ impl<'a> Replayer<'a> {
             .filter_map(Reason::from_index)
             .map(Reason::name)
             .collect();
+        // A call the rules refused says so on the ring buffer, with what the log would say.
+        let drained = {
+            let mut ring = RingBuf::try_from(self.dp.map_mut(map::EVENTS.name)?)?;
+            maps::drain_events(&mut ring)
+        };
+        self.ban_events.extend(drained.bans);
+        let call = drained
+            .calls
+            .last()
+            .map(|e| crate::calls::blocked::BlockedCall::read(e, self.settings.calls.as_ref()));
         if egress {
-            // Egress never drops; the answer's effect is on the client's failure counts.
             let h = h.as_ref().expect("egress packets have headers");
-            r.reason = explain::egress(&mut self.dp, self.settings, &trace, h.dst)?;
+            if action == TC_ACT_SHOT {
+                // A call the PBX placed to a trunk, held back by a rule.
+                r.verdict = Verdict::Drop;
+                r.reason = call.map_or_else(
+                    || "call blocked at egress".into(),
+                    |c| format!("call to {} blocked at egress: {}", c.number, c.rule),
+                );
+            } else {
+                // The answer's effect is on the client's failure counts.
+                r.reason = explain::egress(&mut self.dp, self.settings, &trace, h.dst)?;
+            }
         } else {
             r.verdict = match action {
                 XDP_PASS => Verdict::Pass,
                 XDP_DROP => Verdict::Drop,
+                XDP_TX => Verdict::Answer,
                 other => anyhow::bail!("packet #{index}: unexpected XDP action {other}"),
             };
-            r.reason = explain::ingress(&mut self.dp, self.settings, &trace, h.as_ref())?;
+            r.reason = match call {
+                Some(c) => format!(
+                    "call from extension {:?} to {} refused (403): {}",
+                    c.extension, c.number, c.rule
+                ),
+                None => explain::ingress(&mut self.dp, self.settings, &trace, h.as_ref())?,
+            };
         }
         Ok(r)
     }
@@ -256,7 +289,9 @@ impl<'a> Replayer<'a> {
             ));
         }
         let mut ring = RingBuf::try_from(self.dp.map_mut(map::EVENTS.name)?)?;
-        for e in maps::drain_events(&mut ring).bans {
+        let mut events = std::mem::take(&mut self.ban_events);
+        events.extend(maps::drain_events(&mut ring).bans);
+        for e in events {
             let net = ban_net(e.addr, prefix);
             if !found.iter().any(|(_, b)| b.addr == net) {
                 let time =

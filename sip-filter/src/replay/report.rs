@@ -20,6 +20,7 @@ pub(super) fn write_packet(out: &mut dyn Write, r: &PacketResult, json: bool) ->
     let verdict = match r.verdict {
         Verdict::Pass => "pass",
         Verdict::Drop => "drop",
+        Verdict::Answer => "403",
     };
     let cut = if r.truncated { " [cut by snaplen]" } else { "" };
     writeln!(

@@ -284,11 +284,21 @@ pub fn call_rules_many(n: usize) -> String {
     let (mut block, mut allow) = (Vec::new(), vec![format!("\"+{}\"", &CALL_PROBE[1..8])]);
     for (i, p) in set.into_iter().enumerate() {
         let q = format!("\"+{p}\"");
-        if i % 2 == 0 { block.push(q) } else { allow.push(q) }
+        if i % 2 == 0 {
+            block.push(q)
+        } else {
+            allow.push(q)
+        }
     }
     CALL_RULES_10
-        .replace("block = [\"+882\"", &format!("block = [{}, \"+882\"", block.join(", ")))
-        .replace("allow = [\"+1\"", &format!("allow = [{}, \"+1\"", allow.join(", ")))
+        .replace(
+            "block = [\"+882\"",
+            &format!("block = [{}, \"+882\"", block.join(", ")),
+        )
+        .replace(
+            "allow = [\"+1\"",
+            &format!("allow = [{}, \"+1\"", allow.join(", ")),
+        )
 }
 
 /// Writes a valid IPv4 header checksum (the fixtures leave it zero: XDP does not check it, but

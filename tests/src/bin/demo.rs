@@ -135,7 +135,41 @@ struct Outcome {
     geo_found_pbx: bool,
     phones: SippStats,
     phones_banned: bool,
+    /// Of the risky calls (premium, look-alike, after hours), how many reached the trunk.
+    risky_at_trunk: usize,
+    /// Whether the call the PBX forwarded to a premium number left it for the trunk.
+    forward_left: bool,
+    /// Whether the domestic call connected.
+    domestic_ok: bool,
 }
+
+/// The office's time zone: one where it is now past 17:00 (a whole-hour `Etc/GMT` zone), so
+/// that the demo's story happens after business hours whatever the machine's clock says.
+fn five_pm_zone() -> String {
+    let utc_hour = (lab::now() as i64 / 3600) % 24;
+    let mut h = (17 - utc_hour).rem_euclid(24);
+    if h > 14 {
+        h -= 24;
+    }
+    match h {
+        0 => "UTC".into(),
+        // Etc/GMT names have the sign inverted: Etc/GMT-3 is three hours ahead of UTC.
+        h if h > 0 => format!("Etc/GMT-{h}"),
+        h => format!("Etc/GMT+{}", -h),
+    }
+}
+
+/// The calls the cloned phone places: (number, what it is, refused by the rules?).
+const CALLS: &[(&str, &str, bool)] = &[
+    ("+88212345678", "a premium satellite number", true),
+    (
+        "18095550100",
+        "the Dominican Republic, dialled like a US number",
+        true,
+    ),
+    ("+442071234567", "London, after business hours", true),
+    ("+12125550100", "New York: domestic", false),
+];
 
 /// The office's phones for one run: 50 accounts, each registering every 10 s.
 fn office_phones() -> Phones {
@@ -168,7 +202,20 @@ fn run() -> Result<()> {
         "\nEverything runs on this machine, in network namespaces joined by a bridge, on \
          documentation\naddresses: nothing leaves the lab. Starting it..."
     );
-    let mut lab = Lab::start(LabConfig::default())?;
+    let zone = five_pm_zone();
+    let mut lab = Lab::start(LabConfig {
+        calls: Some(format!(
+            "[calls]\n\
+             country_code = \"1\"\n\
+             timezone = \"{zone}\"\n\
+             business_hours = [\"Mon-Fri 08:00-17:00\"]\n\
+             allow = [\"+1\"]\n\
+             after_hours_block = [\"+\"]\n\
+             trunks = [\"{}/32\"]\n",
+            lab::TRUNK
+        )),
+        ..LabConfig::default()
+    })?;
 
     println!();
     table(
@@ -216,7 +263,9 @@ fn run() -> Result<()> {
     let c = &lab.config;
     println!(
         "\nsip-filter's rules: {} failed logins within {} -> ban for {}; {} unknown extensions -> ban for {};\n\
-         allowlist: the trunk; geo-blocking: {} (from the lab's made-up country database).",
+         allowlist: the trunk; geo-blocking: {} (from the lab's made-up country database);\n\
+         calls: business hours Mon-Fri 08:00-17:00, after them only domestic calls, and the\n\
+         high-risk list always blocked.",
         c.max_failures,
         c.find_time,
         c.ban_time,
@@ -227,12 +276,12 @@ fn run() -> Result<()> {
 
     let with = story(&mut lab)?;
 
-    heading("6. The same attacks without sip-filter");
+    heading("7. The same attacks without sip-filter");
     let out = lab.detach()?;
     println!("  $ sip-filter detach\n    {}", out.trim());
     let without = replay(&lab)?;
 
-    heading("7. What the PBX saw");
+    heading("8. What the PBX saw");
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
     let cracked = |o: &Outcome| match &o.cracked {
         Some(p) => format!("yes ({p})"),
@@ -276,6 +325,21 @@ fn run() -> Result<()> {
                 "PBX found by the blocked country's svmap".into(),
                 yes_no(with.geo_found_pbx),
                 yes_no(without.geo_found_pbx),
+            ],
+            vec![
+                "premium / look-alike / after-hours calls at the trunk".into(),
+                format!("{} of 3", with.risky_at_trunk),
+                format!("{} of 3", without.risky_at_trunk),
+            ],
+            vec![
+                "forwarded call to a premium number left the PBX".into(),
+                yes_no(with.forward_left),
+                yes_no(without.forward_left),
+            ],
+            vec![
+                "domestic call connected".into(),
+                yes_no(with.domestic_ok),
+                yes_no(without.domestic_ok),
             ],
             vec![
                 "phone registrations OK / attempted".into(),
@@ -469,7 +533,10 @@ fn story(lab: &mut Lab) -> Result<Outcome> {
         }
     );
 
-    heading("5. What the operator sees");
+    heading("5. Stolen credentials, 5 p.m., a premium number");
+    calls_scene(lab, &mut o, true)?;
+
+    heading("6. What the operator sees");
     println!("  $ sip-filter ban list");
     for l in lab.filter.cli_ok(&["ban", "list"]).lines() {
         println!("    {l}");
@@ -500,6 +567,106 @@ fn story(lab: &mut Lab) -> Result<Outcome> {
         if o.phones_banned { "" } else { "never " }
     );
     Ok(o)
+}
+
+/// The cloned phone's calls and a forwarded call, through the PBX to the trunk (SIPp);
+/// narrated when `tell`.
+fn calls_scene(lab: &Lab, o: &mut Outcome, tell: bool) -> Result<()> {
+    let mut trunk = lab.start_trunk()?;
+    let before = lab.trunk_invites().len();
+    let phone = &lab.phones;
+    let pbx = lab::ip(lab::PBX);
+    if tell {
+        let local = lab.filter.cli_ok(&[
+            "calls",
+            "check",
+            "+442071234567",
+            "--config",
+            lab.filter.config.to_str().unwrap(),
+        ]);
+        let time = local
+            .lines()
+            .find(|l| l.starts_with("time:"))
+            .unwrap_or_default()
+            .trim_start_matches("time:")
+            .trim()
+            .to_string();
+        println!(
+            "  A phone in the office was cloned: the copy has extension 120's real password.\n  \
+             It is {time} at the office. The copy places its calls (SIPp, digest authentication):"
+        );
+    }
+    for (number, what, risky) in CALLS {
+        let expect = if *risky && tell {
+            tools::CallOutcome::Refused
+        } else {
+            tools::CallOutcome::Connected
+        };
+        let ok = lab.call(phone, 120, number, expect)?;
+        if !risky {
+            o.domestic_ok = ok;
+        }
+        if tell {
+            let answer = if expect == tools::CallOutcome::Refused {
+                let (code, took) = Lab::first_final_answer(
+                    phone,
+                    pbx,
+                    Lab::invite(phone.addr, pbx, "120", number),
+                )
+                .context("no answer")?;
+                format!(
+                    "{code} from sip-filter in {:.1} ms, the PBX never saw it",
+                    took.as_secs_f64() * 1e3
+                )
+            } else if ok {
+                "authenticated, through the trunk, answered".into()
+            } else {
+                "FAILED".into()
+            };
+            println!("    {number:<15} {what:<50} -> {answer}");
+        }
+    }
+    let risky: Vec<&str> = CALLS.iter().filter(|c| c.2).map(|c| c.0).collect();
+    let at_trunk = lab.trunk_invites()[before..].to_vec();
+    o.risky_at_trunk = risky
+        .iter()
+        .filter(|n| at_trunk.iter().any(|l| l.contains(&format!("sip:{n}@"))))
+        .count();
+
+    // Extension 150 forwards its calls to a premium number: the PBX places that call itself.
+    let caller = lab.trunk.addr;
+    let _ = Lab::first_final_answer(
+        &lab.trunk,
+        pbx,
+        Lab::invite(caller, pbx, "caller", lab::kamailio::FORWARDING_EXTENSION),
+    );
+    o.forward_left = lab
+        .trunk_invites()
+        .iter()
+        .any(|l| l.contains(lab::kamailio::FORWARD_TO));
+    trunk.tool.stop();
+    if tell {
+        println!(
+            "  An inbound call for extension 150, which forwards to {}: the PBX places that call\n  \
+             itself; its INVITE {} the host.",
+            lab::kamailio::FORWARD_TO,
+            if o.forward_left { "LEFT" } else { "never left" }
+        );
+        println!("  sip-filter's log:");
+        for l in lab
+            .daemon_log()
+            .into_iter()
+            .filter(|l| l.text.contains("call blocked"))
+        {
+            let text = l
+                .text
+                .find("call blocked")
+                .map_or(&l.text[..], |i| &l.text[i..]);
+            let text = text.split(" direction=").next().unwrap_or(text);
+            println!("    {}", text);
+        }
+    }
+    Ok(())
 }
 
 /// The same attacks on the unprotected PBX, told briefly.
@@ -550,6 +717,18 @@ fn replay(lab: &Lab) -> Result<Outcome> {
             "found the PBX"
         } else {
             "found nothing"
+        }
+    );
+
+    calls_scene(lab, &mut o, false)?;
+    println!(
+        "  calls: {} of 3 premium / look-alike / after-hours calls reached the trunk; the forward to {} {}",
+        o.risky_at_trunk,
+        lab::kamailio::FORWARD_TO,
+        if o.forward_left {
+            "left the PBX"
+        } else {
+            "did not leave"
         }
     );
 

@@ -2,7 +2,10 @@
 //! configured from a generated file and run in the foreground in the PBX namespace.
 //!
 //! No database: extensions 100-199 exist and each one's password is `pw-<ext>`, checked with
-//! `pv_www_authenticate` against a password computed in the script. Every request that reaches
+//! `pv_www_authenticate` against a password computed in the script. Calls: an authenticated
+//! INVITE (`pv_proxy_authenticate`) to a number goes out to the lab's trunk ([`super::TRUNK`]);
+//! an inbound call from the trunk to [`FORWARDING_EXTENSION`] is forwarded to
+//! [`FORWARD_TO`] through the trunk, as a PBX's call forwarding places a call by itself. Every request that reaches
 //! the script is logged on one `LAB|` line (time, source, method, user, whether it carried
 //! credentials, the answer), which is how tests ask the PBX what reached it.
 use std::{
@@ -18,6 +21,10 @@ use crate::netns::{Netns, Proc, wait_for};
 
 /// Extensions the PBX knows; every other one gets 404.
 pub const EXTENSIONS: std::ops::RangeInclusive<u16> = 100..=199;
+/// The extension whose calls are forwarded (unconditionally) to [`FORWARD_TO`].
+pub const FORWARDING_EXTENSION: &str = "150";
+/// Where extension 150 forwards its calls: a premium satellite number.
+pub const FORWARD_TO: &str = "+88212345678";
 /// The digest realm of the lab's PBX.
 pub const REALM: &str = "pbx.lab";
 /// Where Debian installs Kamailio's modules.
@@ -105,10 +112,48 @@ route[SEEN] {{
     xlog("L_NOTICE", "LAB|$TV(Sn)|$si|$sp|$rm|$tU|$var(creds)|$var(code)|\n");
 }}
 
+# A call. From the trunk: inbound, to an extension (150 forwards it out again). From anyone
+# else: digest authentication (407 first), then out through the trunk.
+route[CALL] {{
+    if ($si == "{trunk}") {{
+        if ($rU == "{fwd_ext}") {{
+            $var(code) = 181; route(SEEN);
+            $ru = "sip:{fwd_to}@{trunk}:5060";
+            t_relay();
+            exit;
+        }}
+        $var(code) = 404; route(SEEN);
+        sl_send_reply("404", "Not Found");
+        exit;
+    }}
+    if ($var(creds) == 0) {{
+        $var(code) = 407; route(SEEN);
+        proxy_challenge("{REALM}", "1");
+        exit;
+    }}
+    $var(pw) = "pw-" + $au;
+    pv_proxy_authenticate("{REALM}", "$var(pw)", "0");
+    if ($rc != 1) {{
+        $var(code) = 403; route(SEEN);
+        sl_send_reply("403", "Forbidden");
+        exit;
+    }}
+    consume_credentials();
+    $var(code) = 100; route(SEEN);
+    $du = "sip:{trunk}:5060";
+    t_relay();
+}}
+
 request_route {{
     $var(creds) = 0;
     if (is_present_hf("Authorization") || is_present_hf("Proxy-Authorization")) {{
         $var(creds) = 1;
+    }}
+    # In-dialog requests to the trunk (the ACK of a 2xx, BYE): the phone sends them to the PBX
+    # (SIPp sends everything to one address); relay them to their Request-URI.
+    if (is_method("ACK|BYE") && !(uri == myself)) {{
+        t_relay();
+        exit;
     }}
     if (is_method("ACK")) {{
         exit;
@@ -122,6 +167,10 @@ request_route {{
     if (is_method("OPTIONS")) {{
         $var(code) = 200; route(SEEN);
         sl_send_reply("200", "OK");
+        exit;
+    }}
+    if (is_method("INVITE")) {{
+        route(CALL);
         exit;
     }}
     if (!is_method("REGISTER")) {{
@@ -171,6 +220,9 @@ request_route {{
 }}
 "#,
         ctl = ctl_socket.display(),
+        trunk = super::TRUNK,
+        fwd_ext = FORWARDING_EXTENSION,
+        fwd_to = FORWARD_TO,
     )
 }
 

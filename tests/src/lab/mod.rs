@@ -32,6 +32,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use sip_filter::dataplane::Dataplane;
+
 use crate::{
     filter::{Filter, bin},
     mmdb,
@@ -39,7 +41,7 @@ use crate::{
 };
 pub use capture::{Capture, Rule};
 pub use kamailio::{Kamailio, Seen, password};
-pub use tools::{Phones, Sipp, SippStats, Tool};
+pub use tools::{CallOutcome, Phones, Sipp, SippStats, Tool};
 
 /// The PBX (Kamailio, and sip-filter on its interface).
 pub const PBX: &str = "203.0.113.1";
@@ -97,6 +99,8 @@ pub struct LabConfig {
     pub ban_time: String,
     pub max_not_found: u32,
     pub scan_ban_time: String,
+    /// A `[calls]` section (toll-fraud rules), appended as it is.
+    pub calls: Option<String>,
 }
 
 impl Default for LabConfig {
@@ -108,6 +112,7 @@ impl Default for LabConfig {
             ban_time: "1h".into(),
             max_not_found: 10,
             scan_ban_time: "1h".into(),
+            calls: None,
         }
     }
 }
@@ -130,13 +135,14 @@ impl LabConfig {
              cidrs = [\"{TRUNK}/32\"]\n\n\
              [geo]\n\
              database = \"{}\"\n\
-             block_countries = [\"{BLOCKED_COUNTRY}\"]\n",
+             block_countries = [\"{BLOCKED_COUNTRY}\"]\n\n{}",
             self.max_failures,
             self.find_time,
             self.ban_time,
             self.max_not_found,
             self.scan_ban_time,
-            country_db.display()
+            country_db.display(),
+            self.calls.as_deref().unwrap_or_default()
         )
     }
 }
@@ -169,6 +175,8 @@ pub struct Lab {
     // PBX and switch namespaces), then the hosts, then the files.
     pub kamailio: Kamailio,
     pub filter: Filter,
+    /// The empty XDP program on the switch's side of the PBX link (see `Lab::start`).
+    _peer_xdp: Dataplane,
     _run_files: RunFiles,
     pub attacker: Host,
     pub scanner: Host,
@@ -219,6 +227,16 @@ impl Lab {
         }
         let pbx = fresh_netns(format!("{tag}-pbx"))?;
         plug(&pbx, &pbx_if, &sw, "pbx")?;
+        // A veth sends what its XDP program returns with XDP_TX (the filter's answers to
+        // refused calls) through its peer's XDP receive path: the switch's side gets an empty
+        // XDP program (a NIC needs nothing of the kind).
+        let peer_xdp = sw.enter(|| -> Result<Dataplane> {
+            let mut dp = Dataplane::load(None)?;
+            let p = dp.xdp_program_mut(sip_filter_common::PASS_PROG)?;
+            p.load()?;
+            p.attach("pbx", aya::programs::xdp::XdpMode::Driver)?;
+            Ok(dp)
+        })??;
         configure(&pbx, &pbx_if, &["203.0.113.1/24", "2001:db8:1::1/64"], None)?;
 
         let host = |name: &'static str, addr: &str, extra: &[&str]| -> Result<Host> {
@@ -261,6 +279,7 @@ impl Lab {
             config,
             kamailio,
             filter,
+            _peer_xdp: peer_xdp,
             _run_files: RunFiles(pbx_if),
             attacker,
             scanner,
@@ -438,6 +457,98 @@ impl Lab {
             host.addr,
             self.pbx_for(host.addr),
             phones,
+        )
+    }
+
+    /// The trunk answering calls: SIPp's answering scenario on the trunk's port 5060.
+    pub fn start_trunk(&self) -> Result<Sipp> {
+        let t = Sipp::trunk(
+            &self.trunk.ns,
+            self.files(),
+            self.trunk.addr,
+            &self.trunk_messages(),
+        )?;
+        // SIPp binds its socket a moment after it starts.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(t)
+    }
+
+    fn trunk_messages(&self) -> PathBuf {
+        self.files().join("trunk-messages.log")
+    }
+
+    /// The request lines of the INVITEs that reached the trunk (retransmissions included).
+    pub fn trunk_invites(&self) -> Vec<String> {
+        std::fs::read_to_string(self.trunk_messages())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("INVITE "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// One call from `host`, as extension `ext` with its password, to `number` through the
+    /// PBX (SIPp); true when it went as `expect`ed.
+    pub fn call(&self, host: &Host, ext: u16, number: &str, expect: CallOutcome) -> Result<bool> {
+        let mut s = Sipp::call(
+            &host.ns,
+            self.files(),
+            host.addr,
+            self.pbx_for(host.addr),
+            ext,
+            number,
+            expect,
+        )?;
+        let ok = s.finish(Duration::from_secs(20))?.successful == 1;
+        if !ok {
+            eprintln!(
+                "SIPp call to {number} ({expect:?}) did not go as expected:\n{}",
+                s.tool.output()
+            );
+        }
+        Ok(ok)
+    }
+
+    /// Sends `msg` from a fresh socket of `host` to `to`:5060 and returns the first final
+    /// answer's status code and how long it took (`None`: none within 2 s).
+    pub fn first_final_answer(host: &Host, to: IpAddr, msg: String) -> Option<(u16, Duration)> {
+        let me = host.addr;
+        host.ns
+            .enter(move || {
+                let sock = std::net::UdpSocket::bind((me, 0)).ok()?;
+                sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                let t0 = std::time::Instant::now();
+                sock.send_to(msg.as_bytes(), (to, 5060)).ok()?;
+                let mut buf = [0u8; 4096];
+                loop {
+                    let (n, _) = sock.recv_from(&mut buf).ok()?;
+                    let code: u16 = String::from_utf8_lossy(&buf[..n])
+                        .get(8..11)?
+                        .parse()
+                        .ok()?;
+                    if code >= 200 {
+                        return Some((code, t0.elapsed()));
+                    }
+                }
+            })
+            .ok()?
+    }
+
+    /// An INVITE without credentials from `from` (as `user`) to `number` at `to`, as a phone's
+    /// first one.
+    pub fn invite(from: IpAddr, to: IpAddr, user: &str, number: &str) -> String {
+        let call_id = crate::netns::unique("call");
+        format!(
+            "INVITE sip:{number}@{to} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {from}:5070;branch=z9hG4bK-{call_id};rport\r\n\
+             From: <sip:{user}@{realm}>;tag=t-{call_id}\r\n\
+             To: <sip:{number}@{realm}>\r\n\
+             Call-ID: {call_id}@{from}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:{user}@{from}:5070>\r\n\
+             Max-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n",
+            realm = kamailio::REALM
         )
     }
 

@@ -266,6 +266,183 @@ pub const REGISTER_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 "#;
 
+/// A phone's call (SIPp): INVITE, the PBX's 407 challenge, the INVITE again with the digest
+/// answer, the trunk's 180/200, ACK and, half a second later, BYE (the ACK and BYE go to the
+/// PBX, which relays them to the trunk). Fields: extension, dialled number, the
+/// `[authentication ...]` keyword.
+pub const CALL_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="lab phone: a call with digest authentication">
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[field1]@[remote_ip] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
+      To: <sip:[field1]@REALM>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      User-Agent: lab-phone
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="407" auth="true"/>
+  <send>
+    <![CDATA[
+
+      ACK sip:[field1]@[remote_ip] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3];rport
+      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
+      To: <sip:[field1]@REALM>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[field1]@[remote_ip] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
+      To: <sip:[field1]@REALM>
+      Call-ID: [call_id]
+      CSeq: 2 INVITE
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      [field2]
+      Max-Forwards: 70
+      User-Agent: lab-phone
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
+      To: <sip:[field1]@REALM>[peer_tag_param]
+      [routes]
+      Call-ID: [call_id]
+      CSeq: 2 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="500"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
+      To: <sip:[field1]@REALM>[peer_tag_param]
+      [routes]
+      Call-ID: [call_id]
+      CSeq: 3 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"#;
+
+/// A phone's call the filter refuses: the first INVITE (before any challenge) gets a 403
+/// and nothing else; the phone ACKs it. Any other answer (a 407: the PBX saw the INVITE) fails
+/// the call. Fields: extension, dialled number.
+pub const REFUSED_CALL_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="lab phone: a call the filter refuses">
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[field1]@[remote_ip] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
+      To: <sip:[field1]@REALM>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      User-Agent: lab-phone
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="403"/>
+  <send>
+    <![CDATA[
+
+      ACK sip:[field1]@[remote_ip] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-2];rport
+      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
+      To: <sip:[field1]@REALM>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"#;
+
+/// What a phone's call is expected to get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Authenticated, relayed to the trunk, answered, hung up ([`CALL_XML`]).
+    Connected,
+    /// Refused by the filter with a 403 to the first INVITE ([`REFUSED_CALL_XML`]).
+    Refused,
+    /// Challenged by the PBX, then refused by the filter with a 403 to the credentialed
+    /// INVITE (the call limits: [`held_call_xml`]).
+    RefusedAfterChallenge,
+}
+
+/// A call refused at its credentialed INVITE: [`CALL_XML`] up to it, then a 403 and its ACK.
+pub fn held_call_xml() -> String {
+    let cut = CALL_XML
+        .find("  <recv response=\"180\"")
+        .expect("the call scenario has a 180");
+    format!(
+        "{}{}",
+        &CALL_XML[..cut].replace(
+            "a call with digest authentication",
+            "a call refused after the challenge"
+        ),
+        r#"  <recv response="403"/>
+  <send>
+    <![CDATA[
+
+      ACK sip:[field1]@[remote_ip] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-6];rport
+      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
+      To: <sip:[field1]@REALM>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"#
+    )
+}
+
 /// How a SIPp run registers phones.
 #[derive(Clone, Debug)]
 pub struct Phones {
@@ -344,6 +521,64 @@ impl Sipp {
             .arg(&stat)
             .current_dir(dir);
         let tool = Tool::spawn("sipp", cmd, dir.join(format!("sipp-{tag}.out")))?;
+        Ok(Sipp { tool, stat })
+    }
+
+    /// One call from `me` (extension `ext`, its lab password) to `number` through the PBX at
+    /// `target`, scripted for the `expect`ed outcome: it succeeds (`successful == 1`) only if
+    /// that is what happened.
+    pub fn call(
+        host: &Netns,
+        dir: &Path,
+        me: IpAddr,
+        target: IpAddr,
+        ext: u16,
+        number: &str,
+        expect: CallOutcome,
+    ) -> Result<Sipp> {
+        let tag = crate::netns::unique("c");
+        let held = held_call_xml();
+        let (name, text) = match expect {
+            CallOutcome::Connected => ("call.xml", CALL_XML),
+            CallOutcome::Refused => ("refused-call.xml", REFUSED_CALL_XML),
+            CallOutcome::RefusedAfterChallenge => ("held-call.xml", held.as_str()),
+        };
+        let xml = dir.join(name);
+        std::fs::write(&xml, text.replace("REALM", REALM))?;
+        let csv = dir.join(format!("call-{tag}.csv"));
+        let pw = super::kamailio::password(ext);
+        std::fs::write(
+            &csv,
+            format!("SEQUENTIAL\n{ext};{number};[authentication username={ext} password={pw}]\n"),
+        )?;
+        let stat = dir.join(format!("sipp-{tag}-stat.csv"));
+        let mut cmd = host.command("sipp");
+        cmd.arg(target.to_string())
+            .arg("-sf")
+            .arg(&xml)
+            .arg("-inf")
+            .arg(&csv)
+            .args(["-i", &me.to_string(), "-m", "1", "-nd"])
+            .args(["-recv_timeout", "5000"])
+            .args(["-nostdin", "-trace_stat", "-fd", "1", "-stf"])
+            .arg(&stat)
+            .current_dir(dir);
+        let tool = Tool::spawn("sipp", cmd, dir.join(format!("sipp-{tag}.out")))?;
+        Ok(Sipp { tool, stat })
+    }
+
+    /// The trunk: SIPp's built-in answering scenario on `me`:5060 (180, 200, then the
+    /// caller's BYE), every message it gets written to `messages`.
+    pub fn trunk(host: &Netns, dir: &Path, me: IpAddr, messages: &Path) -> Result<Sipp> {
+        let stat = dir.join("sipp-trunk-stat.csv");
+        let mut cmd = host.command("sipp");
+        cmd.args(["-sn", "uas", "-i", &me.to_string(), "-p", "5060"])
+            .args(["-trace_msg", "-message_file"])
+            .arg(messages)
+            .args(["-nostdin", "-trace_stat", "-fd", "1", "-stf"])
+            .arg(&stat)
+            .current_dir(dir);
+        let tool = Tool::spawn("sipp", cmd, dir.join("sipp-trunk.out"))?;
         Ok(Sipp { tool, stat })
     }
 
