@@ -300,7 +300,7 @@ pub type Extension = [u8; EXT_LEN];
 
 /// The per-extension call limits (`CALL_LIMITS[0]`, written by userspace from `[calls]`).
 /// Only credentialed INVITEs to international numbers count: the digest username is who
-/// places the call, and a retransmission carries the same digest response (counted once).
+/// places the call, and a retransmission carries the same Call-ID (counted once).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct CallLimits {
@@ -329,8 +329,8 @@ pub struct ExtCalls {
     pub minute_start_ns: u64,
     pub minute_count: u32,
     pub _pad: u32,
-    /// Hash of the last counted INVITE's digest response: its retransmissions carry the same.
-    pub last_response: u64,
+    /// Hash of the last counted INVITE's Call-ID: its retransmissions carry the same.
+    pub last_call: u64,
 }
 
 /// Key of `EXT_NUMBERS`: an extension and a hash of the number it dialled.

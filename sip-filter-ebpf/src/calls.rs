@@ -164,7 +164,7 @@ pub fn judge(start: usize, invite: bool) -> Judged {
 //
 // The call stage marks an international INVITE for them (a hash of the dialled number, in the
 // scratch buffer past the message copy, which the inspection's copy does not reach); the
-// inspection, which finds the credentials header, reads the digest username and response from
+// inspection, which finds the credentials header, reads the digest username (and the Call-ID) from
 // it and counts the call. Only credentialed INVITEs count: the username is who places the
 // call (the first INVITE of a call is challenged by the PBX, the second carries it).
 
@@ -227,16 +227,13 @@ pub fn take_mark(cfg: &sip_filter_common::Config) -> u64 {
     if cfg.calls_active == 0 { 0 } else { m }
 }
 
-/// The credentials scan's state: the next byte, where it is, the username's length, and the
-/// response's hash.
+/// The credentials scan's state: the next byte, where it is, the username's length.
 const C_POS: usize = 0;
 const C_STATE: usize = 1;
 const C_LEN: usize = 2;
-const C_HASH: usize = 3;
 const SEEK: u64 = 0;
 const IN_USERNAME: u64 = 1;
-const IN_RESPONSE: u64 = 2;
-/// Bytes of the credentials header read for the username and the response.
+/// Bytes of the credentials header read for the username.
 const CRED_SCAN: u32 = 512;
 const LOWER: u64 = 0x2020_2020_2020_2020;
 
@@ -255,7 +252,9 @@ pub fn limits(ctx: &XdpContext, src: &[u8; 16], at: u64, number: u64) -> Option<
         *st.add(C_POS) = at;
         *st.add(C_STATE) = SEEK;
         *st.add(C_LEN) = 0;
-        *st.add(C_HASH) = 0xcbf2_9ce4_8422_2325;
+        *st.add(I_POS) = 0;
+        *st.add(I_STATE) = IN_LINE;
+        *st.add(I_HASH) = 0xcbf2_9ce4_8422_2325;
     }
     let mut c = Uri { buf };
     unsafe {
@@ -266,7 +265,18 @@ pub fn limits(ctx: &XdpContext, src: &[u8; 16], at: u64, number: u64) -> Option<
             0,
         )
     };
-    let (len, response) = unsafe { (*st.add(C_LEN), *st.add(C_HASH)) };
+    unsafe {
+        bpf_loop(
+            CALL_ID_SCAN,
+            call_id_byte as *mut core::ffi::c_void,
+            &mut c as *mut Uri as *mut core::ffi::c_void,
+            0,
+        )
+    };
+    // Which call: retransmissions of an INVITE (and the INVITE after a challenge) keep its
+    // Call-ID. The digest response would not do: two challenges in one second can carry the
+    // same nonce, and a client with a fixed cnonce then sends the same response twice.
+    let (len, call) = unsafe { (*st.add(C_LEN), *st.add(I_HASH)) };
     if len == 0 {
         return None;
     }
@@ -275,18 +285,18 @@ pub fn limits(ctx: &XdpContext, src: &[u8; 16], at: u64, number: u64) -> Option<
     let e = match EXT_CALLS.get_ptr_mut(ext) {
         Some(e) => e,
         None => {
-            let _ = EXT_CALLS.insert(ext, &ExtCalls::default(), 0);
+            let _ = EXT_CALLS.insert(ext, ExtCalls::default(), 0);
             EXT_CALLS.get_ptr_mut(ext)?
         }
     };
     let e = unsafe { &mut *e };
     let verdict = if e.held_until_ns > t {
         call_verdict::HELD
-    } else if e.last_response == response {
+    } else if e.last_call == call {
         // A retransmission of the INVITE counted last.
         return None;
     } else {
-        e.last_response = response;
+        e.last_call = call;
         if t.wrapping_sub(e.minute_start_ns) >= 60_000_000_000 {
             e.minute_start_ns = t;
             e.minute_count = 0;
@@ -301,7 +311,7 @@ pub fn limits(ctx: &XdpContext, src: &[u8; 16], at: u64, number: u64) -> Option<
             let w = match EXT_NUMBERS.get_ptr_mut(key) {
                 Some(w) => w,
                 None => {
-                    let _ = EXT_NUMBERS.insert(key, &CallWindow::default(), 0);
+                    let _ = EXT_NUMBERS.insert(key, CallWindow::default(), 0);
                     EXT_NUMBERS.get_ptr_mut(key)?
                 }
             };
@@ -350,9 +360,6 @@ extern "C" fn cred_byte(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
             if eq && w == u64::from_le_bytes(*b"username") {
                 set(C_STATE, IN_USERNAME);
                 set(C_POS, p as u64 + skip);
-            } else if eq && w == u64::from_le_bytes(*b"response") {
-                set(C_STATE, IN_RESPONSE);
-                set(C_POS, p as u64 + skip);
             }
         }
         IN_USERNAME => {
@@ -366,13 +373,66 @@ extern "C" fn cred_byte(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
                 }
             }
         }
-        _ => {
-            if c == b'"' || c == b',' || c == b' ' {
-                set(C_STATE, SEEK);
+        // The username read: nothing more is needed from this header.
+        _ => return 1,
+    }
+    0
+}
+
+/// The Call-ID scan's state words (after the credentials scan's) and its states: in a line,
+/// at a line's start, in the Call-ID's value.
+const I_POS: usize = 4;
+const I_STATE: usize = 5;
+const I_HASH: usize = 6;
+const IN_LINE: u64 = 0;
+const LINE_START: u64 = 1;
+const IN_CALL_ID: u64 = 2;
+/// Bytes of the message read for the Call-ID (RFC 3261 puts it among the first headers, and
+/// phones do).
+const CALL_ID_SCAN: u32 = 1024;
+
+/// One byte of the message while looking for the Call-ID (`Call-ID:` or `i:`): 1 stops.
+extern "C" fn call_id_byte(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let buf = unsafe { (*(ctx as *mut Uri)).buf };
+    let st = unsafe { buf.add(CRED_OFF) } as *mut u64;
+    let get = |i: usize| unsafe { *st.add(i) };
+    let set = |i: usize, v: u64| unsafe { *st.add(i) = v };
+    let p = (get(I_POS) as usize) & 0x7ff;
+    let c = at(buf, p);
+    set(I_POS, p as u64 + 1);
+    if c == 0 {
+        return 1;
+    }
+    match get(I_STATE) {
+        IN_LINE => {
+            if c == b'\n' {
+                set(I_STATE, LINE_START);
+            }
+        }
+        LINE_START => {
+            if c == b'\r' || c == b'\n' {
+                // The blank line: no Call-ID in the header section.
+                return 1;
+            }
+            let w = unsafe { core::ptr::read_unaligned(buf.add(p & MASK) as *const u64) } | LOWER;
+            if w == u64::from_le_bytes(*b"call-id:") {
+                set(I_STATE, IN_CALL_ID);
+                set(I_POS, p as u64 + 8);
+            } else if c | 0x20 == b'i' && at(buf, p + 1) == b':' {
+                set(I_STATE, IN_CALL_ID);
+                set(I_POS, p as u64 + 2);
             } else {
+                set(I_STATE, IN_LINE);
+            }
+        }
+        _ => {
+            if c == b'\r' || c == b'\n' {
+                return 1;
+            }
+            if c != b' ' && c != b'\t' {
                 set(
-                    C_HASH,
-                    (get(C_HASH) ^ c as u64).wrapping_mul(0x0100_0000_01b3),
+                    I_HASH,
+                    (get(I_HASH) ^ c as u64).wrapping_mul(0x0100_0000_01b3),
                 );
             }
         }

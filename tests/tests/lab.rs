@@ -850,7 +850,16 @@ fn s10_seed_000_nineteen_calls_to_one_number_are_refused_from_the_sixth() {
         if !ok {
             let mut st = lab.filter.stats();
             st.as_object_mut().unwrap().remove("call_rules");
-            panic!("call {i}: expected {expect:?}\n{st}\n{}", lab.filter.log());
+            let seen: Vec<String> = lab
+                .seen_from(phone.addr)
+                .iter()
+                .map(|x| format!("{} {} creds={} -> {}", x.method, x.user, x.creds, x.code))
+                .collect();
+            panic!(
+                "call {i}: expected {expect:?}\n{st}\n{}\nthe PBX saw: {seen:#?}\ntrunk: {:#?}",
+                lab.filter.log(),
+                lab.trunk_invites()
+            );
         }
         outcomes.push(expect);
     }

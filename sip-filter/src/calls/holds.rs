@@ -70,7 +70,7 @@ pub fn lift(dp: &mut impl Maps, ext: &str) -> Result<bool> {
                     .insert(
                         k,
                         ExtCalls {
-                            last_response: c.last_response,
+                            last_call: c.last_call,
                             ..ExtCalls::default()
                         },
                         0,
