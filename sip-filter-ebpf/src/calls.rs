@@ -17,23 +17,24 @@ use aya_ebpf::{
 };
 use sip_filter_common::{
     CALL_COPY, CALL_INGRESS, CALL_SYMBOLS, CallDigits, CallEvent, CallWindow, EXT_LEN, ExtCalls,
-    ExtNumber, Extension, MAX_CALL_RULES, REPLY_LIMIT, Reason, SCAN_BUF, SCRATCH_LEN,
-    call_stat_index, call_verdict,
+    ExtNumber, Extension, MAX_CALL_RULES, REPLY_LIMIT, Reason, SCRATCH_LEN, call_stat_index,
+    call_verdict,
 };
 
 use crate::{
     maps::{
-        CALL_LIMITS, CALL_REPLY, CALL_RULES, CALL_STATS, EVENTS, EXT_CALLS, EXT_NUMBERS, SCRATCH,
-        TRUNKS, count, now,
+        CALL_LIMITS, CALL_REPLY, CALL_RULES, CALL_STATS, EVENTS, EXT_CALLS, EXT_NUMBERS, TRUNKS,
+        count, now,
     },
-    parse::{Packet, sip::ZERO_TAIL},
+    parse::Packet,
+    scratch,
 };
 
 /// Bytes of the Request-URI read for its user part (separators included).
 const URI_SCAN: usize = 96;
-/// Where in the per-CPU scratch buffer the lookup key is built: past the message copy and its
-/// zeroed tail. A key on the stack would not fit the XDP frame on 6.1 (docs/verifier.md, 11).
-const KEY_OFF: usize = SCAN_BUF + 1024;
+/// Where the lookup key is built: a key on the stack would not fit the XDP frame on 6.1
+/// (docs/verifier.md, 11).
+const KEY_OFF: usize = scratch::off::CALL_KEY;
 const MASK: usize = SCRATCH_LEN - 1;
 /// Longest request line answered in place (the status line template's length).
 const LINE_MAX: usize = sip_filter_common::CALL_REPLY_LEN;
@@ -67,8 +68,8 @@ pub fn copy_start_tc(ctx: &TcContext, pkt: &Packet) -> bool {
     })
 }
 
-/// Copies `msg` bytes (at most `COPY`, and no more than the frame holds past `off`) with
-/// `load`, into the scratch buffer; its length is noted for the `CallEvent`.
+/// Copies the start of the message (at most `COPY` bytes) to the scratch buffer; its length is
+/// noted for the `CallEvent`.
 #[inline(always)]
 fn copy_with(
     off: u64,
@@ -76,30 +77,16 @@ fn copy_with(
     msg: u64,
     load: impl FnOnce(*mut core::ffi::c_void, u32) -> i64,
 ) -> bool {
-    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+    let Some(buf) = scratch::buf() else {
         return false;
     };
-    let buf = buf as *mut u8;
-    if total <= off {
-        return false;
+    match scratch::copy::<COPY>(off, total, msg, load) {
+        Some(size) if size > 0 => {
+            unsafe { (*event(buf)).msg_len = size as u32 };
+            true
+        }
+        _ => false,
     }
-    let avail = total - off;
-    let want = if msg < avail { msg } else { avail };
-    if want == 0 {
-        return false;
-    }
-    let clamped = if want >= COPY { COPY } else { want };
-    // Bounded on one register for the 6.1 verifier (docs/verifier.md, pitfalls 1, 2 and 6).
-    let opaque = unsafe { core::ptr::read_volatile(&clamped) };
-    let size = ((opaque - 1) & (COPY - 1)) + 1;
-    if load(buf.cast(), size as u32) != 0 {
-        return false;
-    }
-    for i in 0..ZERO_TAIL / 8 {
-        unsafe { core::ptr::write_unaligned(buf.add(size as usize + 8 * i) as *mut u64, 0) };
-    }
-    unsafe { (*event(buf)).msg_len = size as u32 };
-    true
 }
 
 /// The `CallEvent` being built in the scratch buffer: its message is the copy at the start.
@@ -129,10 +116,9 @@ pub enum Judged {
 /// An INVITE (`invite`) is counted against the rule that decided it.
 #[inline(always)]
 pub fn judge(start: usize, invite: bool) -> Judged {
-    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+    let Some(buf) = scratch::buf() else {
         return Judged::Other;
     };
-    let buf = buf as *mut u8;
     let Some((key, digits)) = scan_uri(buf, start) else {
         return Judged::Other;
     };
@@ -169,18 +155,10 @@ pub fn judge(start: usize, invite: bool) -> Judged {
 // call (the first INVITE of a call is challenged by the PBX, the second carries it).
 
 /// The mark: the number's hash (never 0 when set).
-const MARK_OFF: usize = SCAN_BUF + 256;
-/// The extension (`EXT_LEN` bytes, zero-padded) and the number's hash after it: together an
-/// `ExtNumber` key, its first `EXT_LEN` bytes an `EXT_CALLS` key.
-const EXT_OFF: usize = MARK_OFF + 64;
-/// The credentials scan's state words.
-const CRED_OFF: usize = EXT_OFF + 64;
-
-#[inline(always)]
-fn word_at(off: usize) -> Option<*mut u64> {
-    let buf = SCRATCH.get_ptr_mut(0)? as *mut u8;
-    Some(unsafe { buf.add(off) } as *mut u64)
-}
+const MARK_OFF: usize = scratch::off::MARK;
+const EXT_OFF: usize = scratch::off::EXT;
+const CRED_OFF: usize = scratch::off::CRED_STATE;
+use scratch::word as word_at;
 
 pub fn clear_mark() {
     if let Some(w) = word_at(MARK_OFF) {
@@ -202,10 +180,9 @@ pub fn mark_for_limits() {
     if !l.any() {
         return;
     }
-    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+    let Some(buf) = scratch::buf() else {
         return;
     };
-    let buf = buf as *mut u8;
     // FNV-1a over the key's symbols (its prefix length says how many).
     let n = (unsafe { core::ptr::read_unaligned(buf.add(KEY_OFF) as *const u32) } / 8) as usize;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -242,7 +219,7 @@ const LOWER: u64 = 0x2020_2020_2020_2020;
 #[inline(always)]
 pub fn limits(ctx: &XdpContext, src: &[u8; 16], at: u64, number: u64) -> Option<u32> {
     let lim = CALL_LIMITS.get(0)?;
-    let buf = SCRATCH.get_ptr_mut(0)? as *mut u8;
+    let buf = scratch::buf()?;
     let st = unsafe { buf.add(CRED_OFF) } as *mut u64;
     unsafe {
         for i in 0..(EXT_LEN / 8) {
@@ -256,12 +233,12 @@ pub fn limits(ctx: &XdpContext, src: &[u8; 16], at: u64, number: u64) -> Option<
         *st.add(I_STATE) = IN_LINE;
         *st.add(I_HASH) = 0xcbf2_9ce4_8422_2325;
     }
-    let mut c = Uri { buf };
+    let mut c = ScanCtx { buf };
     unsafe {
         bpf_loop(
             CRED_SCAN,
             cred_byte as *mut core::ffi::c_void,
-            &mut c as *mut Uri as *mut core::ffi::c_void,
+            &mut c as *mut ScanCtx as *mut core::ffi::c_void,
             0,
         )
     };
@@ -269,7 +246,7 @@ pub fn limits(ctx: &XdpContext, src: &[u8; 16], at: u64, number: u64) -> Option<
         bpf_loop(
             CALL_ID_SCAN,
             call_id_byte as *mut core::ffi::c_void,
-            &mut c as *mut Uri as *mut core::ffi::c_void,
+            &mut c as *mut ScanCtx as *mut core::ffi::c_void,
             0,
         )
     };
@@ -341,7 +318,7 @@ pub fn limits(ctx: &XdpContext, src: &[u8; 16], at: u64, number: u64) -> Option<
 
 /// One byte of the credentials header: 1 stops the loop.
 extern "C" fn cred_byte(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    let buf = unsafe { (*(ctx as *mut Uri)).buf };
+    let buf = unsafe { (*(ctx as *mut ScanCtx)).buf };
     let st = unsafe { buf.add(CRED_OFF) } as *mut u64;
     let get = |i: usize| unsafe { *st.add(i) };
     let set = |i: usize, v: u64| unsafe { *st.add(i) = v };
@@ -393,7 +370,7 @@ const CALL_ID_SCAN: u32 = 1024;
 
 /// One byte of the message while looking for the Call-ID (`Call-ID:` or `i:`): 1 stops.
 extern "C" fn call_id_byte(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    let buf = unsafe { (*(ctx as *mut Uri)).buf };
+    let buf = unsafe { (*(ctx as *mut ScanCtx)).buf };
     let st = unsafe { buf.add(CRED_OFF) } as *mut u64;
     let get = |i: usize| unsafe { *st.add(i) };
     let set = |i: usize, v: u64| unsafe { *st.add(i) = v };
@@ -443,10 +420,9 @@ extern "C" fn call_id_byte(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 /// Reports a refusal by the limits (the extension in the scratch buffer).
 #[inline(always)]
 fn report_limit(src: &[u8; 16], verdict: u8) {
-    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+    let Some(buf) = scratch::buf() else {
         return;
     };
-    let buf = buf as *mut u8;
     let e = event(buf);
     unsafe {
         (*e).ext = *(buf.add(EXT_OFF) as *const Extension);
@@ -473,10 +449,10 @@ pub fn report(addr: &[u8; 16], rule: u32, direction: u8) {
 
 #[inline(always)]
 fn send(addr: &[u8; 16], rule: u32, direction: u8, verdict: u8) {
-    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+    let Some(buf) = scratch::buf() else {
         return;
     };
-    let e = event(buf as *mut u8);
+    let e = event(buf);
     unsafe {
         (*e).addr = *addr;
         (*e).time_ns = now();
@@ -516,14 +492,14 @@ fn scan_uri(buf: *mut u8, start: usize) -> Option<(&'static Key<CallDigits>, u32
         *st.add(DIGITS) = 0;
         *st.add(STATE) = if tel { TEL } else { NUMBER };
     }
-    let mut u = Uri { buf };
+    let mut u = ScanCtx { buf };
     // One byte per turn; a callback is verified once, where a plain loop is walked turn by
     // turn (and 6.1 refuses the back-edge of one).
     unsafe {
         bpf_loop(
             URI_SCAN as u32,
             uri_byte as *mut core::ffi::c_void,
-            &mut u as *mut Uri as *mut core::ffi::c_void,
+            &mut u as *mut ScanCtx as *mut core::ffi::c_void,
             0,
         )
     };
@@ -535,15 +511,16 @@ fn scan_uri(buf: *mut u8, start: usize) -> Option<(&'static Key<CallDigits>, u32
     Some((unsafe { &*(key as *const Key<CallDigits>) }, digits))
 }
 
-/// The Request-URI scan's context: the scratch buffer (its state is in there, at `STATE_OFF`).
+/// The context of the byte scans (`bpf_loop` callbacks): the scratch buffer, which holds their
+/// state too.
 #[repr(C)]
-struct Uri {
+struct ScanCtx {
     buf: *mut u8,
 }
 
 /// The scan's state words, at `STATE_OFF` in the scratch buffer: the next byte, symbols
 /// written to the key, digits seen, and where the scan is.
-const STATE_OFF: usize = KEY_OFF - 16;
+const STATE_OFF: usize = scratch::off::URI_STATE;
 const POS: usize = 0;
 const N: usize = 1;
 const DIGITS: usize = 2;
@@ -559,7 +536,7 @@ const NOT_A_NUMBER: u32 = 4;
 
 /// One byte of the Request-URI: 1 stops the loop.
 extern "C" fn uri_byte(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    let buf = unsafe { (*(ctx as *mut Uri)).buf };
+    let buf = unsafe { (*(ctx as *mut ScanCtx)).buf };
     let st = unsafe { buf.add(STATE_OFF) } as *mut u32;
     let get = |i: usize| unsafe { *st.add(i) };
     let set = |i: usize, v: u32| unsafe { *st.add(i) = v };
@@ -617,10 +594,10 @@ extern "C" fn uri_byte(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 /// false when the caller must drop it instead.
 #[inline(always)]
 pub fn answer(ctx: &XdpContext, reply: u32) -> bool {
-    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+    let Some(buf) = scratch::buf() else {
         return false;
     };
-    answer_in_place(ctx, line_len(buf as *const u8), reply)
+    answer_in_place(ctx, line_len(buf), reply)
 }
 
 /// The request line's length (without its CRLF) in the message copied to `buf`; 0 when it does

@@ -17,12 +17,13 @@ use sip_filter_common::{
 
 use crate::{
     ban, calls, geo,
-    maps::{FLOWS, PROGS, SCRATCH, config, count, count_at, trace},
+    maps::{FLOWS, PROGS, config, count, count_at, trace},
     parse::{
         self, IPPROTO_UDP, Packet, Skip,
         sip::{self, Start},
     },
     policy::{in_scope, is_sip_request_port},
+    scratch,
 };
 
 pub fn run(ctx: &XdpContext) -> u32 {
@@ -117,9 +118,9 @@ pub fn inspect(ctx: &XdpContext) -> u32 {
 }
 
 /// `sip_limits`: an international INVITE the call stage marked, entered by tail call from
-/// `sip_call` (an allowlisted source's) or `sip_inspect` (after noting it). It scans the
-/// credentials again, in its own verifier budget, and counts the call: refused by a limit, it
-/// is answered 403.
+/// `sip_calls` (an allowlisted source's) or `sip_inspect` (after noting and scanning it). It
+/// reads the digest username and the Call-ID and counts the call: refused by a limit, it is
+/// answered 403.
 pub fn limits_stage(ctx: &XdpContext) -> u32 {
     let Some(cfg) = config() else {
         return XDP_PASS;
@@ -129,7 +130,13 @@ pub fn limits_stage(ctx: &XdpContext) -> u32 {
         && is_sip_request_port(cfg, &pkt)
     {
         let allowlisted = ban::is_allowed(&pkt.src, cfg);
-        let (creds, at) = scan(ctx, &pkt);
+        // The inspection scanned the message and left its copy here; an allowlisted source's
+        // came straight from the call stage, which copied only the request line's part.
+        let (creds, at) = if allowlisted {
+            scan(ctx, &pkt)
+        } else {
+            scanned()
+        };
         if number != 0
             && creds == creds::PRESENT
             && let Some(action) = calls::limits(ctx, &pkt.src, at, number)
@@ -301,43 +308,45 @@ fn note_flow(pkt: &Packet, with_creds: u8, register_invite: u8) {
 }
 
 /// Copies up to `SCAN_BUF` bytes of the message to the per-CPU scratch buffer and scans them:
-/// the `creds` value and where the credentials header starts.
+/// the `creds` value and where the credentials header starts. Both are left in the scratch
+/// buffer too, for the limits stage (`scanned`).
 #[inline(always)]
 fn scan(ctx: &XdpContext, pkt: &Packet) -> (u8, u64) {
-    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
-        return (creds::UNKNOWN, 0);
+    let c = scan_copy(ctx, pkt);
+    if let Some(w) = scratch::word(scratch::off::SCANNED) {
+        unsafe { *w = c as u64 };
+    }
+    scanned()
+}
+
+/// What the last `scan` of this packet found: its `creds` value and where the credentials
+/// header starts.
+#[inline(always)]
+fn scanned() -> (u8, u64) {
+    match (
+        scratch::word(scratch::off::SCANNED),
+        scratch::word(scratch::off::CREDS_AT),
+    ) {
+        (Some(c), Some(at)) => unsafe { (*c as u8, *at) },
+        _ => (creds::UNKNOWN, 0),
+    }
+}
+
+#[inline(always)]
+fn scan_copy(ctx: &XdpContext, pkt: &Packet) -> u8 {
+    let Some(buf) = scratch::buf() else {
+        return creds::UNKNOWN;
     };
-    let buf = buf as *mut u8;
     let off = (pkt.payload - ctx.data()) as u64;
     let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
-    if total <= off {
-        return (creds::UNKNOWN, 0);
-    }
-    // Sizes are computed in u64 and clamped on one register so the 6.1 verifier sees both
-    // bounds of the helper's length argument (docs/verifier.md, pitfalls 1 and 2).
-    let avail = total - off;
     let msg = pkt.udp_payload_len as u64;
-    let want = if msg < avail { msg } else { avail };
-    if want == 0 {
-        return (creds::NONE, 0);
+    let load = |to, size| unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, to, size) };
+    match scratch::copy::<{ SCAN_BUF as u64 }>(off, total, msg, load) {
+        None => creds::UNKNOWN,
+        Some(0) => creds::NONE,
+        Some(size) => {
+            let truncated = pkt.first_fragment || msg > size;
+            sip::scan_credentials(buf, size, truncated)
+        }
     }
-    let buf_len = SCAN_BUF as u64;
-    let clamped = if want >= buf_len { buf_len } else { want };
-    // LLVM would prove the mask below redundant and drop it; read through a volatile so that
-    // the instructions the 6.1 verifier needs to bound the length on one register stay
-    // (docs/verifier.md, pitfall 6).
-    let opaque = unsafe { core::ptr::read_volatile(&clamped) };
-    let size = ((opaque - 1) & (buf_len - 1)) + 1;
-    let truncated = pkt.first_fragment || msg > size;
-    let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.cast(), size as u32) };
-    if rc != 0 {
-        return (creds::UNKNOWN, 0);
-    }
-    // Whatever an earlier packet left past the message must not be read as part of this one.
-    // Word stores: a byte loop here compiles to a call to a byte-at-a-time memset.
-    for i in 0..sip::ZERO_TAIL / 8 {
-        unsafe { core::ptr::write_unaligned(buf.add(size as usize + 8 * i) as *mut u64, 0) };
-    }
-    let c = sip::scan_credentials(buf, size, truncated);
-    (c, unsafe { *(buf.add(sip::CREDS_AT_OFF) as *const u64) })
 }

@@ -12,6 +12,7 @@ mod ingress;
 mod maps;
 mod parse;
 mod policy;
+mod scratch;
 
 use aya_ebpf::{
     macros::{classifier, xdp},

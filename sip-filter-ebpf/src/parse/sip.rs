@@ -138,7 +138,7 @@ struct Scan {
 /// Where in the scratch buffer the scan leaves the offset of the credentials header it found:
 /// map memory, not the scan's state on the stack, whose exact values the verifier would track
 /// (docs/verifier.md, 13).
-pub const CREDS_AT_OFF: usize = sip_filter_common::SCAN_BUF + 192;
+const CREDS_AT_OFF: usize = crate::scratch::off::CREDS_AT;
 
 const UNDECIDED: u8 = 0xff;
 
