@@ -98,6 +98,22 @@ pub struct Config {
     pub auth_ban_time_ns: u64,
     pub scan_find_time_ns: u64,
     pub scan_ban_time_ns: u64,
+    /// Scanner signatures: non-zero when `SCANNERS` holds User-Agents that ban at the first
+    /// request, for this long.
+    pub scanners_active: u8,
+    pub _pad2: [u8; 7],
+    pub scanner_ban_time_ns: u64,
+    /// The flood guard (a GCRA token bucket per source over its SIP requests): a request
+    /// costs `flood_interval_ns` (`per / max_requests`; a trusted source's is `trusted_factor`
+    /// times smaller), and a source more than `flood_per_ns` ahead of the clock is over
+    /// (`max_requests` at once, `max_requests` per `per` after). 0: no flood guard.
+    pub flood_interval_ns: u64,
+    pub flood_trusted_interval_ns: u64,
+    pub flood_per_ns: u64,
+    /// How long a source over the limit is dropped (a `BANS` entry of reason `Flood`).
+    pub flood_block_ns: u64,
+    /// How long a 2xx to a credentialed request makes its source trusted.
+    pub trust_time_ns: u64,
 }
 
 impl Config {
@@ -142,6 +158,15 @@ impl Default for Config {
             auth_ban_time_ns: 3600 * SEC,
             scan_find_time_ns: 60 * SEC,
             scan_ban_time_ns: 3600 * SEC,
+            scanners_active: 0,
+            _pad2: [0; 7],
+            scanner_ban_time_ns: 86_400 * SEC,
+            // 30 requests per 2 s, ten times that for a trusted source.
+            flood_interval_ns: 2 * SEC / 30,
+            flood_trusted_interval_ns: 2 * SEC / 300,
+            flood_per_ns: 2 * SEC,
+            flood_block_ns: 300 * SEC,
+            trust_time_ns: 86_400 * SEC,
         }
     }
 }
@@ -156,6 +181,11 @@ pub enum BanReason {
     NotFound = 2,
     /// Added by an operator.
     Manual = 3,
+    /// Its User-Agent is a scanner's (`[scanners]`): banned at the first request.
+    Scanner = 4,
+    /// Over the flood guard's rate (`[flood]`): dropped for `block_for`. Not a ban: no
+    /// history, not kept across a restart of the host.
+    Flood = 5,
 }
 
 impl BanReason {
@@ -164,6 +194,8 @@ impl BanReason {
             1 => Some(Self::AuthFailures),
             2 => Some(Self::NotFound),
             3 => Some(Self::Manual),
+            4 => Some(Self::Scanner),
+            5 => Some(Self::Flood),
             _ => None,
         }
     }
@@ -172,6 +204,8 @@ impl BanReason {
             Self::AuthFailures => "auth-failures",
             Self::NotFound => "extension-scan",
             Self::Manual => "manual",
+            Self::Scanner => "scanner",
+            Self::Flood => "flood",
         }
     }
 
@@ -182,11 +216,27 @@ impl BanReason {
             Self::AuthFailures => Some(Reason::BansAuth),
             Self::NotFound => Some(Reason::BansScan),
             Self::Manual => Some(Reason::BansManual),
+            Self::Scanner => Some(Reason::BansScanner),
+            Self::Flood => Some(Reason::FloodLimited),
+        }
+    }
+
+    /// What `ban list` calls an entry of this reason: a `ban`, or a temporary `rate-limit`.
+    pub const fn kind(self) -> &'static str {
+        match self {
+            Self::Flood => "rate-limit",
+            _ => "ban",
         }
     }
 
     /// Every reason, for reports that list them all.
-    pub const ALL: [BanReason; 3] = [Self::AuthFailures, Self::NotFound, Self::Manual];
+    pub const ALL: [BanReason; 5] = [
+        Self::AuthFailures,
+        Self::NotFound,
+        Self::Manual,
+        Self::Scanner,
+        Self::Flood,
+    ];
 
     /// The reason named `name` (what `as_str` gives; the state file stores names).
     pub fn from_name(name: &str) -> Option<Self> {
@@ -447,6 +497,33 @@ pub struct Flow {
     pub _pad: [u8; 5],
 }
 
+/// Value of `SOURCES` (key: masked source address): what the ingress program keeps per source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Source {
+    /// The flood guard's theoretical arrival time (GCRA): the boot-clock time by which the
+    /// source's requests so far would have been spaced out at its rate.
+    pub flood_tat_ns: u64,
+    /// Trusted until then: a 2xx answered one of its credentialed requests (it holds a working
+    /// account). Written by the egress program.
+    pub trusted_until_ns: u64,
+}
+
+/// Bytes of the User-Agent compared with the scanner signatures.
+pub const UA_LEN: usize = 32;
+/// `SCANNERS` key data: the User-Agent's first `UA_LEN` bytes with 0x20 set on each (ASCII
+/// lower case, as `ua_fold` has it), zeros after its end; the LPM prefix of a signature
+/// covers its bytes, and an exact one (`=smap`) its end too.
+pub type UserAgent = [u8; UA_LEN];
+/// Signatures counted in `SCANNER_STATS`.
+pub const MAX_SIGNATURES: u32 = 256;
+
+/// How a User-Agent byte is compared: with 0x20 set (`A`..`Z` become `a`..`z`; a byte of a
+/// User-Agent is never 0 then, so 0 marks its end).
+pub const fn ua_fold(b: u8) -> u8 {
+    b | 0x20
+}
+
 /// Value of `FAILURES` (key: masked source address): failures counted inside the current window.
 /// A window opens at the first failure and lasts `find_time`; a failure after it opens a new one.
 #[repr(C)]
@@ -575,13 +652,15 @@ mod user {
     unsafe impl aya::Pod for ExtCalls {}
     unsafe impl aya::Pod for ExtNumber {}
     unsafe impl aya::Pod for CallWindow {}
+    unsafe impl aya::Pod for Source {}
 }
 
 /// Sizes pinned here must match the kernel side; a struct that grows implicit padding fails to
 /// compile instead of silently misreading a map.
 const _: () = {
     use core::mem::size_of;
-    assert!(size_of::<Config>() == 16 + 2 + 6 + 8 + 16 + 8 + 32);
+    assert!(size_of::<Config>() == 16 + 2 + 6 + 8 + 16 + 8 + 32 + 8 + 48);
+    assert!(size_of::<Source>() == 16);
     assert!(size_of::<CallRule>() == 8);
     assert!(size_of::<Ban>() == 64);
     assert!(size_of::<FlowKey>() == 20);

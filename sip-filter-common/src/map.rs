@@ -10,8 +10,8 @@ use core::mem::size_of;
 
 use crate::{
     Ban, CallDigits, CallLimits, CallReply, CallRule, CallWindow, Config, ExtCalls, ExtNumber,
-    Extension, Failures, Flow, FlowKey, GeoBits, GeoKey, MAX_CALL_RULES, SCRATCH_LEN, SCRATCH_PAD,
-    STATS_SLOTS, Trace,
+    Extension, Failures, Flow, FlowKey, GeoBits, GeoKey, MAX_CALL_RULES, MAX_SIGNATURES,
+    SCRATCH_LEN, SCRATCH_PAD, STATS_SLOTS, Source, Trace, UserAgent,
 };
 
 /// The kernel map types the dataplane uses.
@@ -151,6 +151,12 @@ maps! {
     /// Calls each rule decided and blocked (`call_stat_index`), both directions; cleared when
     /// the rule list changes.
     CALL_STATS: <u32, u64> PerCpuArray, Reporting, 2 * MAX_CALL_RULES;
+    /// Scanner User-Agent signatures (folded, see `UserAgent`) -> their index in the list.
+    SCANNERS: <UserAgent, u32> LpmTrie, Policy, 1_024;
+    /// Requests each signature caught, by its index (the first `MAX_SIGNATURES`).
+    SCANNER_STATS: <u32, u64> PerCpuArray, Reporting, MAX_SIGNATURES;
+    /// Per source: the flood guard's bucket and the learned trust.
+    SOURCES: <Addr, Source> LruHash, Tracking, 524_288;
 }
 
 /// The row of the map called `name`.

@@ -95,6 +95,13 @@ reasons! {
     CallBlocked = "call_blocked", "drop", "calls blocked by a toll-fraud rule (INVITEs answered 403 by the filter, their ACKs dropped): the PBX never saw them";
     CallHeld = "call_held", "drop", "international INVITEs refused (answered 403) because their extension is over a call limit or held by one";
     CallBlockedEgress = "call_blocked_egress", "drop", "INVITEs the PBX sent to a trunk dropped by a toll-fraud rule (forwarding, call-outs): the call never left the host";
+    /// Verdict: dropped, the source is over the flood guard's rate (a `Flood` entry in `BANS`).
+    DroppedFlood = "dropped_flood", "drop", "packets dropped because the source is over the flood guard's request rate";
+    /// Verdict: dropped, a request whose User-Agent is a scanner's (the source is banned).
+    DroppedScanner = "dropped_scanner", "drop", "requests dropped because their User-Agent is a scanner's (the source is banned at the first)";
+    BansScanner = "bans_scanner", "ban", "bans the kernel issued for a scanner's User-Agent";
+    FloodLimited = "flood_limited", "ban", "sources the flood guard started dropping (over max_requests per per)";
+    TrustLearned = "trust_learned", "count", "2xx answers to credentialed requests that made (or kept) their source trusted";
 }
 
 /// Slots in `STATS`: room for counters added later without resizing a pinned map.

@@ -23,22 +23,32 @@ pub fn is_allowed(addr: &[u8; 16], cfg: &Config) -> bool {
     cfg.allow_active != 0 && ALLOW.get(Key::new(128, *addr)).is_some()
 }
 
-/// Is there a ban in force for this source? Expired bans count as absent; userspace deletes
-/// them and logs the unban. The clock is read only for a ban that has an expiry.
+/// The reason of the ban in force for this source (a `BanReason`), if any. Expired bans count
+/// as absent; userspace deletes them and logs the unban. The clock is read only for a ban that
+/// has an expiry.
 #[inline(always)]
-pub fn is_banned(key: &[u8; 16], addr: &[u8; 16], cfg: &Config) -> bool {
+pub fn banned(key: &[u8; 16], addr: &[u8; 16], cfg: &Config) -> Option<u8> {
     if let Some(b) = unsafe { BANS.get(key) }
         && (b.expires_ns == 0 || now() < b.expires_ns)
     {
-        return true;
+        return Some(b.reason);
     }
     if cfg.ban_nets_active != 0
         && let Some(b) = BAN_NETS.get(Key::new(128, *addr))
         && (b.expires_ns == 0 || now() < b.expires_ns)
     {
-        return true;
+        return Some(b.reason);
     }
-    false
+    None
+}
+
+/// Bans `key` now for `ban_time` (not for failures: a scanner, a flood), as `ban` does.
+#[inline(always)]
+pub fn ban_now(key: &[u8; 16], addr: &[u8; 16], reason: BanReason, ban_time: u64, cfg: &Config) {
+    let t = now();
+    if let Some(outcome) = ban(key, addr, reason, 0, t, ban_time, cfg, t) {
+        trace(cfg, move |tr| tr.detail = outcome as u32);
+    }
 }
 
 /// What a counted failure is.

@@ -9,7 +9,7 @@ use sip_filter_common::{CALL_EGRESS, Config, Flow, FlowKey, Reason};
 
 use crate::{
     ban::{self, Failure},
-    calls,
+    calls, flood,
     maps::{FLOWS, config, count, count_at, now, trace},
     parse::{self, IPPROTO_UDP, sip},
     policy::is_sip_port,
@@ -119,6 +119,7 @@ fn answer(cfg: &Config, pkt: &parse::Packet, first12: &[u8; 12]) -> Option<()> {
         200..=299 if f.creds > 0 && f.pending <= f.creds => {
             f.creds -= 1;
             ban::reset_auth(&key, cfg);
+            flood::trust(&key, cfg);
         }
         _ => {}
     }

@@ -11,19 +11,19 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sip_filter_common::{
-    CALL_INGRESS, CALLS_SLOT, Config, Flow, FlowKey, INSPECT_SLOT, LIMITS_SLOT, REPLY_RULE, Reason,
-    SCAN_BUF, creds, method,
+    BanReason, CALL_INGRESS, CALLS_SLOT, Config, Flow, FlowKey, INSPECT_SLOT, LIMITS_SLOT,
+    REPLY_RULE, Reason, SCAN_BUF, creds, method,
 };
 
 use crate::{
-    ban, calls, geo,
+    ban, calls, flood, geo,
     maps::{FLOWS, PROGS, config, count, count_at, trace},
     parse::{
         self, IPPROTO_UDP, Packet, Skip,
         sip::{self, Start},
     },
     policy::{in_scope, is_sip_request_port},
-    scratch,
+    scanners, scratch,
 };
 
 pub fn run(ctx: &XdpContext) -> u32 {
@@ -68,7 +68,7 @@ fn verdict(ctx: &XdpContext, cfg: &Config) -> u32 {
 
     // The ban lookup comes first because it is the hot path under attack; the allowlist still
     // wins.
-    let banned = ban::is_banned(&key, &pkt.src, cfg) && in_scope(cfg, &pkt);
+    let banned = ban::banned(&key, &pkt.src, cfg).filter(|_| in_scope(cfg, &pkt));
     if ban::is_allowed(&pkt.src, cfg) {
         // The allowlist exempts from bans and geo, never from the call rules.
         if cfg.calls_active != 0 && is_sip_request_port(cfg, &pkt) {
@@ -76,8 +76,14 @@ fn verdict(ctx: &XdpContext, cfg: &Config) -> u32 {
         }
         return exit(cfg, Reason::Allowlisted, XDP_PASS);
     }
-    if banned {
-        return exit(cfg, Reason::DroppedBanned, XDP_DROP);
+    if let Some(why) = banned {
+        // A flood guard's entry is a temporary drop, told apart in the counters.
+        let reason = if why == BanReason::Flood as u8 {
+            Reason::DroppedFlood
+        } else {
+            Reason::DroppedBanned
+        };
+        return exit(cfg, reason, XDP_DROP);
     }
     if cfg.geo_active != 0 && in_scope(cfg, &pkt) && geo::blocked(&pkt.src, pkt.is_v6) {
         return exit(cfg, Reason::DroppedGeo, XDP_DROP);
@@ -106,7 +112,9 @@ pub fn inspect(ctx: &XdpContext) -> u32 {
     if let Ok(pkt) = parse::packet(ctx.data(), ctx.data_end())
         && is_sip_request_port(cfg, &pkt)
     {
-        inspect_request(ctx, cfg, &pkt);
+        if let Some((reason, action)) = inspect_request(ctx, cfg, &pkt) {
+            return exit(cfg, reason, action);
+        }
         // An international INVITE the call stage marked goes on to the limits, last: a value
         // carried through the inspection (the mark, a flag) tripled the paths its
         // verification walks.
@@ -229,13 +237,14 @@ fn call_verdict(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
 }
 
 /// Records the method of a SIP request and whether it carries credentials, for the egress
-/// program to judge the PBX's answer.
+/// program to judge the PBX's answer; drops a request over the flood guard's rate or from a
+/// scanner (the verdict, `None` to go on).
 #[inline(always)]
-fn inspect_request(ctx: &XdpContext, cfg: &Config, pkt: &Packet) {
+fn inspect_request(ctx: &XdpContext, cfg: &Config, pkt: &Packet) -> Option<(Reason, u32)> {
     let p = pkt.payload;
     if p + 8 > ctx.data_end() {
         note(cfg, Reason::NonSipOnSipPort as u32);
-        return;
+        return None;
     }
     let first8 = unsafe { core::ptr::read_unaligned(p as *const u64) };
     let method = match sip::start(first8) {
@@ -243,21 +252,36 @@ fn inspect_request(ctx: &XdpContext, cfg: &Config, pkt: &Packet) {
         // Answers to the PBX's own requests (trunks, phones): nothing to track.
         Start::Response => {
             note(cfg, Reason::ResponseIn as u32);
-            return;
+            return None;
         }
         Start::Other => {
             note(cfg, Reason::NonSipOnSipPort as u32);
-            return;
+            return None;
         }
     };
     note(cfg, Reason::request_index(method));
+    let key = ban::source_key(&pkt.src, pkt.is_v6, cfg);
+    if cfg.flood_per_ns != 0 && flood::over(&key, cfg) {
+        ban::ban_now(&key, &pkt.src, BanReason::Flood, cfg.flood_block_ns, cfg);
+        return Some((Reason::DroppedFlood, XDP_DROP));
+    }
     if first8 as u32 == u32::from_le_bytes(*b"ACK ") {
         // The one request that gets no answer: noted as pending, it would pair the next call's
         // challenge with a credentialed request and count a phone's every call as a failure.
-        return;
+        return None;
     }
     let (creds, _) = scan(ctx, pkt);
     trace(cfg, move |t| t.creds = creds);
+    if cfg.scanners_active != 0 && scanners::matched().is_some() {
+        ban::ban_now(
+            &key,
+            &pkt.src,
+            BanReason::Scanner,
+            cfg.scanner_ban_time_ns,
+            cfg,
+        );
+        return Some((Reason::DroppedScanner, XDP_DROP));
+    }
     match creds {
         creds::PRESENT => count(Reason::ReqWithCreds),
         creds::UNKNOWN => count(Reason::ReqCredsUnknown),
@@ -267,6 +291,7 @@ fn inspect_request(ctx: &XdpContext, cfg: &Config, pkt: &Packet) {
     let with_creds = u8::from(creds != creds::NONE);
     let register_invite = u8::from(method == method::REGISTER || method == method::INVITE);
     note_flow(pkt, with_creds, register_invite);
+    None
 }
 
 /// Takes back what `note_flow` noted for a credentialed INVITE the limits refused.

@@ -7,11 +7,13 @@
 mod ban;
 mod calls;
 mod egress;
+mod flood;
 mod geo;
 mod ingress;
 mod maps;
 mod parse;
 mod policy;
+mod scanners;
 mod scratch;
 
 use aya_ebpf::{

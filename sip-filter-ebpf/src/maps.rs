@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use sip_filter_common::{
     Ban, CallDigits, CallLimits, CallReply, CallRule, CallWindow, Config, ExtCalls, ExtNumber,
-    Extension, Failures, Flow, FlowKey, GeoBits, GeoKey, Reason, SCRATCH_LEN, SCRATCH_PAD, Trace,
-    map,
+    Extension, Failures, Flow, FlowKey, GeoBits, GeoKey, Reason, SCRATCH_LEN, SCRATCH_PAD, Source,
+    Trace, UserAgent, map,
 };
 
 // --- policy, written by userspace ---------------------------------------------------------
@@ -69,6 +69,12 @@ pub static EXT_CALLS: LruHashMap<Extension, ExtCalls> =
 pub static EXT_NUMBERS: LruHashMap<ExtNumber, CallWindow> =
     LruHashMap::with_max_entries(map::EXT_NUMBERS.max_entries, 0);
 
+/// Scanner User-Agents (folded, zero after the end) -> the signature's index; consulted only
+/// when `Config::scanners_active` is set.
+#[map]
+pub static SCANNERS: LpmTrie<UserAgent, u32> =
+    LpmTrie::with_max_entries(map::SCANNERS.max_entries, 0);
+
 // --- bans ----------------------------------------------------------------------------------
 
 /// Bans by source (IPv4 address or masked IPv6 prefix). A plain hash, not an LRU: tracking
@@ -93,11 +99,23 @@ pub static FLOWS: LruHashMap<FlowKey, Flow> =
 pub static FAILURES: LruHashMap<[u8; 16], Failures> =
     LruHashMap::with_max_entries(map::FAILURES.max_entries, 0);
 
+/// Per source: the flood guard's bucket (ingress) and the learned trust (egress). An LRU: a
+/// flood of new sources evicts the oldest, which only forgets a bucket (a trust is learned
+/// again at the next successful REGISTER).
+#[map]
+pub static SOURCES: LruHashMap<[u8; 16], Source> =
+    LruHashMap::with_max_entries(map::SOURCES.max_entries, 0);
+
 // --- reporting -----------------------------------------------------------------------------
 
 /// Per-CPU counters, indexed by `Reason`.
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(map::STATS.max_entries, 0);
+
+/// Per-CPU counts of the requests each scanner signature caught, by its index.
+#[map]
+pub static SCANNER_STATS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(map::SCANNER_STATS.max_entries, 0);
 
 /// What the last run on this CPU decided (written only when `Config::trace` is set).
 #[map]

@@ -31,12 +31,15 @@ pub mod off {
     pub const URI_STATE: usize = CALL_KEY - 16;
     /// The `CALL_RULES` lookup key.
     pub const CALL_KEY: usize = SCAN_BUF + 1024;
+    /// The `SCANNERS` lookup key.
+    pub const UA_KEY: usize = SCAN_BUF + 1280;
 }
 
 const _: () = {
     assert!(off::CREDS_AT >= SCAN_BUF + ZERO_TAIL);
     assert!(off::UA_AT + 8 <= off::MARK);
     assert!(off::CRED_STATE + 64 <= off::URI_STATE);
+    assert!(off::UA_KEY + 4 + sip_filter_common::UA_LEN <= sip_filter_common::SCRATCH_LEN);
 };
 
 /// This CPU's scratch buffer.

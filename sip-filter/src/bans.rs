@@ -114,6 +114,8 @@ pub fn del(maps: &mut impl Maps, target: IpNet) -> Result<()> {
 pub struct Entry {
     /// Address, IPv6 prefix or CIDR.
     pub addr: String,
+    /// `ban`, or `rate-limit` for the flood guard's temporary drops (`BanReason::kind`).
+    pub kind: &'static str,
     pub reason: String,
     /// The operator's note (manual bans).
     pub note: Option<String>,
@@ -132,12 +134,11 @@ pub struct Entry {
 }
 
 pub fn entry(target: String, b: &Ban, now: u64) -> Entry {
-    let reason = BanReason::from_u8(b.reason)
-        .map(BanReason::as_str)
-        .unwrap_or("unknown");
+    let why = BanReason::from_u8(b.reason);
     Entry {
         addr: target,
-        reason: reason.to_string(),
+        kind: why.map_or("ban", BanReason::kind),
+        reason: why.map_or("unknown", BanReason::as_str).to_string(),
         note: note_text(b),
         failures: b.failures,
         created: humantime::format_rfc3339_seconds(clock::to_wall(b.created_ns)).to_string(),

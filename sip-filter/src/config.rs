@@ -8,6 +8,7 @@ use std::{
 
 use ipnet::IpNet;
 use serde::{Deserialize, de};
+use sip_filter_common::map;
 use toml::Spanned;
 
 /// Shortest IPv6 prefix sources may be tracked by: shorter ones would let one client's
@@ -194,7 +195,61 @@ pub struct Settings {
     pub state: State,
     /// `None` without a `[calls]` section: no call rules.
     pub calls: Option<Calls>,
+    /// `[auth] trust_time`: how long a 2xx to a credentialed request makes its source trusted.
+    pub trust_time: Duration,
+    pub scanners: Scanners,
+    pub flood: Flood,
 }
+
+/// `[scanners]`: User-Agents that ban at the first request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scanners {
+    pub user_agents: Vec<crate::scanners::Signature>,
+    pub ban_time: Duration,
+}
+
+impl Default for Scanners {
+    fn default() -> Self {
+        Self {
+            user_agents: crate::scanners::defaults(),
+            ban_time: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// `[flood]`: the per-source request rate (0 `max_requests`: off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flood {
+    pub max_requests: u32,
+    pub per: Duration,
+    pub block_for: Duration,
+    pub trusted_factor: u32,
+}
+
+impl Default for Flood {
+    fn default() -> Self {
+        Self {
+            max_requests: 30,
+            per: Duration::from_secs(2),
+            block_for: Duration::from_secs(300),
+            trusted_factor: 10,
+        }
+    }
+}
+
+impl Flood {
+    /// What one request costs a source whose rate is `factor` times `max_requests` per `per`
+    /// (whole nanoseconds, rounded down: `max_requests` at once always pass).
+    pub fn interval(&self, factor: u32) -> u64 {
+        let n = u64::from(self.max_requests) * u64::from(factor);
+        (self.per.as_nanos() as u64).checked_div(n).unwrap_or(0)
+    }
+}
+
+/// The flood guard's largest rate (`max_requests` times `trusted_factor`) and shortest `per`:
+/// within them the kernel's whole-nanosecond interval makes the limit exact.
+pub const FLOOD_MAX_RATE: u32 = 10_000;
+pub const FLOOD_MIN_PER: Duration = Duration::from_millis(100);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -222,6 +277,9 @@ impl Default for Settings {
             bans: Bans::default(),
             state: State::default(),
             calls: None,
+            trust_time: Duration::from_secs(86_400),
+            scanners: Scanners::default(),
+            flood: Flood::default(),
         }
     }
 }
@@ -285,6 +343,9 @@ impl Settings {
             raw.auth.find_time.as_ref(),
             raw.auth.ban_time.as_ref(),
         )?;
+        if let Some(v) = &raw.auth.trust_time {
+            s.trust_time = cx.duration("trust_time", v)?;
+        }
         cx.threshold(
             &mut s.enumeration,
             "max_not_found",
@@ -437,6 +498,77 @@ impl Settings {
             s.state.dir = cx.path("dir", v)?;
         }
 
+        if let Some(list) = &raw.scanners.user_agents {
+            let mut sigs: Vec<crate::scanners::Signature> = Vec::new();
+            for v in &list.get_ref().0 {
+                let text = cx.string("user_agents", v)?;
+                let sig = crate::scanners::Signature::parse(text)
+                    .map_err(|e| cx.at(v.span(), format!("user_agents: {e}")))?;
+                if sigs.iter().any(|o| o.same_key(&sig)) {
+                    return Err(cx.at(
+                        v.span(),
+                        format!(
+                            "user_agents: {text:?} is listed twice (signatures are compared \
+                             without regard to case)"
+                        ),
+                    ));
+                }
+                sigs.push(sig);
+            }
+            if sigs.len() > map::SCANNERS.max_entries as usize {
+                return Err(cx.at(
+                    list.span(),
+                    format!(
+                        "user_agents: at most {} signatures are supported",
+                        map::SCANNERS.max_entries
+                    ),
+                ));
+            }
+            s.scanners.user_agents = sigs;
+        }
+        if let Some(v) = &raw.scanners.ban_time {
+            s.scanners.ban_time = cx.duration("ban_time", v)?;
+        }
+
+        let f = &raw.flood;
+        if let Some(v) = &f.max_requests {
+            s.flood.max_requests = cx.count_in("max_requests", v, 0, FLOOD_MAX_RATE)?;
+        }
+        if let Some(v) = &f.per {
+            s.flood.per = cx.duration("per", v)?;
+            if s.flood.per < FLOOD_MIN_PER {
+                return Err(cx.at(
+                    v.span(),
+                    format!(
+                        "per: must be at least {}",
+                        humantime::format_duration(FLOOD_MIN_PER)
+                    ),
+                ));
+            }
+        }
+        if let Some(v) = &f.block_for {
+            s.flood.block_for = cx.duration("block_for", v)?;
+        }
+        if let Some(v) = &f.trusted_factor {
+            s.flood.trusted_factor = cx.count_in("trusted_factor", v, 1, FLOOD_MAX_RATE)?;
+        }
+        if s.flood.max_requests.saturating_mul(s.flood.trusted_factor) > FLOOD_MAX_RATE {
+            let span = f
+                .trusted_factor
+                .as_ref()
+                .or(f.max_requests.as_ref())
+                .map(|v| v.span())
+                .unwrap_or_default();
+            return Err(cx.at(
+                span,
+                format!(
+                    "trusted_factor: max_requests x trusted_factor = {} is more than the \
+                     {FLOOD_MAX_RATE} requests per `per` supported",
+                    u64::from(s.flood.max_requests) * u64::from(s.flood.trusted_factor)
+                ),
+            ));
+        }
+
         // An empty [calls] (the example file's, all commented) sets no call rules.
         if let Some(c) = &raw.calls
             && !c.get_ref().is_empty()
@@ -467,6 +599,16 @@ impl Settings {
             scan_max_not_found: self.enumeration.max,
             scan_find_time_ns: self.enumeration.find_time.as_nanos() as u64,
             scan_ban_time_ns: self.enumeration.ban_time.as_nanos() as u64,
+            scanner_ban_time_ns: self.scanners.ban_time.as_nanos() as u64,
+            flood_interval_ns: self.flood.interval(1),
+            flood_trusted_interval_ns: self.flood.interval(self.flood.trusted_factor),
+            flood_per_ns: if self.flood.max_requests == 0 {
+                0
+            } else {
+                self.flood.per.as_nanos() as u64
+            },
+            flood_block_ns: self.flood.block_for.as_nanos() as u64,
+            trust_time_ns: self.trust_time.as_nanos() as u64,
             ..Default::default()
         }
     }
@@ -506,6 +648,26 @@ struct RawFile {
     #[serde(default)]
     state: RawState,
     calls: Option<Spanned<RawCalls>>,
+    #[serde(default)]
+    scanners: RawScanners,
+    #[serde(default)]
+    flood: RawFlood,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [scanners] table")]
+struct RawScanners {
+    user_agents: Option<List>,
+    ban_time: Option<Val>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [flood] table")]
+struct RawFlood {
+    max_requests: Option<Val>,
+    per: Option<Val>,
+    block_for: Option<Val>,
+    trusted_factor: Option<Val>,
 }
 
 #[derive(Deserialize, Default)]
@@ -523,6 +685,7 @@ struct RawAuth {
     max_failures: Option<Val>,
     find_time: Option<Val>,
     ban_time: Option<Val>,
+    trust_time: Option<Val>,
 }
 
 #[derive(Deserialize, Default)]
@@ -837,6 +1000,21 @@ impl Ctx<'_> {
             ));
         }
         Ok(d)
+    }
+
+    /// A whole number from `min` to `max`.
+    fn count_in(&self, field: &str, v: &Val, min: u32, max: u32) -> Result<u32, ConfigError> {
+        let n = self.int(field, v)?;
+        u32::try_from(n)
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                let off = if min == 0 { " (0: off)" } else { "" };
+                self.at(
+                    v.span(),
+                    format!("{field}: {n} is not a count from {min}{off} to {max}"),
+                )
+            })
     }
 
     fn threshold(
@@ -1196,6 +1374,17 @@ ipv6_prefix = 56
 max_failures = 3
 find_time = "10m"
 ban_time = "1h 30m"
+trust_time = "12h"
+
+[scanners]
+user_agents = ["friendly-scanner", "=smap"]
+ban_time = "2h"
+
+[flood]
+max_requests = 20
+per = "1s"
+block_for = "1m"
+trusted_factor = 5
 
 [enumeration]
 max_not_found = 0
@@ -1277,6 +1466,20 @@ dir = "/srv/sip-filter"
                     dir: "/srv/sip-filter".into(),
                 },
                 calls: None,
+                trust_time: Duration::from_secs(12 * 3600),
+                scanners: Scanners {
+                    user_agents: vec![
+                        crate::scanners::Signature::parse("friendly-scanner").unwrap(),
+                        crate::scanners::Signature::parse("=smap").unwrap(),
+                    ],
+                    ban_time: Duration::from_secs(7200),
+                },
+                flood: Flood {
+                    max_requests: 20,
+                    per: Duration::from_secs(1),
+                    block_for: Duration::from_secs(60),
+                    trusted_factor: 5,
+                },
             }
         );
         assert!(s.is_allowed("203.0.113.7".parse().unwrap()));
@@ -1286,6 +1489,55 @@ dir = "/srv/sip-filter"
         assert_eq!(&dp.ports[..3], &[5060, 5080, 0]);
         assert_eq!(dp.ban_scope, sip_filter_common::BAN_SCOPE_SIP);
         assert_eq!(dp.auth_find_time_ns, 600_000_000_000);
+        assert_eq!(dp.flood_interval_ns, 50_000_000);
+        assert_eq!(dp.flood_trusted_interval_ns, 10_000_000);
+        assert_eq!(dp.flood_per_ns, 1_000_000_000);
+        assert_eq!(dp.trust_time_ns, 12 * 3600 * 1_000_000_000);
+    }
+
+    #[test]
+    fn flood_and_scanner_errors_point_at_the_value() {
+        for (text, want) in [
+            (
+                "[flood]\nmax_requests = -1\n",
+                "2:16: max_requests: -1 is not a count from 0 (0: off) to 10000",
+            ),
+            (
+                "[flood]\nper = \"10ms\"\n",
+                "2:7: per: must be at least 100ms",
+            ),
+            (
+                "[flood]\nmax_requests = 2000\n",
+                "2:16: trusted_factor: max_requests x trusted_factor = 20000",
+            ),
+            (
+                "[flood]\ntrusted_factor = 0\n",
+                "2:18: trusted_factor: 0 is not a count from 1 to 10000",
+            ),
+            (
+                "[scanners]\nuser_agents = [\"a\", \"=\"]\n",
+                "2:21: user_agents: \"=\" is empty",
+            ),
+            (
+                "[scanners]\nuser_agents = [\"a\", \"A\", \"a\"]\n",
+                "2:21: user_agents: \"A\" is listed twice",
+            ),
+        ] {
+            let e = Settings::parse(text, Path::new("x.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("x.toml:{want}")), "{text:?}: {e}");
+        }
+        // Off, and every default signature in force by default.
+        let s = parse("[flood]\nmax_requests = 0\n");
+        assert_eq!(s.dataplane_config().flood_per_ns, 0);
+        assert_eq!(s.scanners.user_agents.len(), crate::scanners::DEFAULT.len());
+        assert!(
+            parse("[scanners]\nuser_agents = []\n")
+                .scanners
+                .user_agents
+                .is_empty()
+        );
     }
 
     #[test]
@@ -1522,12 +1774,13 @@ block_for = "1h"
         assert_eq!(
             err("[sip]\nports = [5060]\n\n[jail]\nmaxretry = 3\n"),
             "sip-filter.toml:4:2: unknown key `jail`, expected one of `sip`, `auth`, \
-             `enumeration`, `allow`, `geo`, `metrics`, `notify`, `bans`, `state`, `calls`"
+             `enumeration`, `allow`, `geo`, `metrics`, `notify`, `bans`, `state`, `calls`, \
+             `scanners`, `flood`"
         );
         assert_eq!(
             err("[auth]\nmaxretry = 3\n"),
             "sip-filter.toml:2:1: unknown key `maxretry`, expected one of `max_failures`, \
-             `find_time`, `ban_time`"
+             `find_time`, `ban_time`, `trust_time`"
         );
         assert_eq!(
             err("[enumeration]\nmax_failures = 3\n"),

@@ -380,6 +380,24 @@ impl Reporter {
                             "banned {} by the operator until {until_text}{repeat}",
                             b.addr
                         ),
+                        Some(BanReason::Scanner) => info!(
+                            addr = %b.addr,
+                            reason = %b.reason,
+                            origin,
+                            offences = b.offences,
+                            until = %until_text,
+                            "banned {}: a scanner's User-Agent, until {until_text}{repeat}",
+                            b.addr
+                        ),
+                        Some(BanReason::Flood) => info!(
+                            addr = %b.addr,
+                            reason = %b.reason,
+                            origin,
+                            until = %until_text,
+                            "rate-limited {}: over the flood guard's request rate, dropped until \
+                             {until_text}",
+                            b.addr
+                        ),
                         Some(reason) => {
                             let what = match reason {
                                 BanReason::NotFound => "unknown extensions (404)",
@@ -409,8 +427,9 @@ impl Reporter {
                             );
                         }
                     }
+                    let flood = b.kind == BanReason::Flood.kind();
                     Event {
-                        event: "ban",
+                        event: if flood { "rate_limit" } else { "ban" },
                         iface: self.iface.clone(),
                         addr: b.addr,
                         reason: b.reason,
@@ -425,6 +444,9 @@ impl Reporter {
                 }
                 Change::Lifted { entry: b, by } => {
                     match by {
+                        state::lifted::EXPIRED if b.kind == BanReason::Flood.kind() => {
+                            info!(addr = %b.addr, reason = %b.reason, "rate limit ended")
+                        }
                         state::lifted::EXPIRED => {
                             info!(addr = %b.addr, reason = %b.reason, "unbanned: ban expired")
                         }

@@ -274,8 +274,9 @@ impl Ledger {
         let earlier = self
             .state
             .offences(target, SystemTime::now() - self.policy.history_time)?;
-        // A repeat offender's kernel ban is lengthened in place (the kernel never shortens it).
-        if origin == origin::KERNEL && b.expires_ns != 0 {
+        // A repeat offender's kernel ban is lengthened in place (the kernel never shortens it);
+        // a flood guard's drop lasts its `block_for`.
+        if origin == origin::KERNEL && b.expires_ns != 0 && b.reason != BanReason::Flood as u8 {
             let base = Duration::from_nanos(b.expires_ns.saturating_sub(b.created_ns));
             let t = repeat_ban_time(&self.policy, base, earlier, jitter());
             if t != base {

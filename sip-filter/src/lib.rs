@@ -21,6 +21,7 @@ pub mod pins;
 pub mod privilege;
 pub mod replay;
 pub mod rules;
+pub mod scanners;
 pub mod state;
 pub mod upgrade;
 

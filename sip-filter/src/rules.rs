@@ -1,4 +1,5 @@
-//! Applying validated settings to a loaded dataplane: config map, allowlist and geo tables.
+//! Applying validated settings to a loaded dataplane: config map, allowlist, call rules,
+//! scanner signatures and geo tables.
 //!
 //! Order matters: nothing that is blocked both before and after a reload may pass in between,
 //! so new entries go in before the flags that enable them, and old ones leave after.
@@ -63,6 +64,9 @@ pub fn apply(dp: &mut impl Maps, settings: &Settings, old_geo: &GeoTable) -> Res
         settings.calls.as_ref(),
         business,
     )?);
+
+    // Scanner signatures: the same order.
+    cfg.scanners_active = u8::from(crate::scanners::apply(dp, &settings.scanners.user_agents)?);
 
     // Geo: while the tables change, keep the check on if either side blocks anything.
     cfg.geo_active = u8::from(!old_geo.is_empty() || !new_geo.is_empty());

@@ -323,7 +323,8 @@ impl State {
     /// Bans of `target` created at or after `since`: its offences remembered.
     pub fn offences(&self, target: &str, since: SystemTime) -> Result<u32> {
         Ok(self.conn.query_row(
-            "SELECT count(*) FROM bans WHERE target = ?1 AND created_ms >= ?2",
+            // A flood guard's drop is not an offence.
+            "SELECT count(*) FROM bans WHERE target = ?1 AND created_ms >= ?2 AND reason != 'flood'",
             params![target, clock::unix_ms(since)],
             |r| r.get(0),
         )?)

@@ -3,7 +3,7 @@ use std::net::IpAddr;
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
-    maps::{HashMap, MapData, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, MapData, RingBuf, lpm_trie::Key},
     programs::{TestRun, TestRunOptions},
 };
 use ipnet::IpNet;
@@ -38,7 +38,10 @@ impl Harness {
         let mut dp = Dataplane::load_with(None, sizes).context(
             "loading the dataplane needs root (CAP_BPF, CAP_NET_ADMIN) and a BPF-capable kernel",
         )?;
-        dp.update_config(|c| c.trace = 1)?;
+        dp.update_config(|c| {
+            c.trace = 1;
+            c.flood_per_ns = 0;
+        })?;
         Ok(Self {
             dp,
             geo: GeoTable::default(),
@@ -53,17 +56,20 @@ impl Harness {
         Ok(self)
     }
 
-    /// Back to a freshly loaded state: default config (tracing as set), empty tables (counters keep
+    /// Back to a freshly loaded state: default config (tracing as set, no flood guard), empty tables (counters keep
     /// counting; compare deltas). Every map of the map table whose entries come and go is
     /// emptied, but the geo tables, which change as a difference from what they hold.
     pub fn reset(&mut self) {
         self.dp
             .set_config(&Config {
                 trace: self.trace,
+                // Off: the fixtures send bursts from one source; the flood fixtures turn it on.
+                flood_per_ns: 0,
                 ..Config::default()
             })
             .unwrap();
         self.geo_block(&[]).unwrap();
+        self.dp.sync_clock().unwrap();
         for spec in map::ALL {
             if spec.kind.has_entries() && spec.role != map::Role::Geo {
                 self.dp.clear(spec).unwrap();
@@ -200,6 +206,14 @@ impl Harness {
         self.geo = new;
         self.configure(|c| c.geo_active = u8::from(active));
         Ok(())
+    }
+
+    /// Moves the programs' clock on by `ns` (the suspend offset they add; `reset` puts it back).
+    pub fn advance_clock(&mut self, ns: u64) {
+        let mut m: Array<&mut MapData, u64> =
+            Array::try_from(self.dp.map_mut(map::CLOCK.name).unwrap()).unwrap();
+        let now = m.get(&sip_filter_common::CLOCK_INDEX, 0).unwrap();
+        m.set(sip_filter_common::CLOCK_INDEX, now + ns, 0).unwrap();
     }
 
     /// Drains the ban events the kernel emitted so far.

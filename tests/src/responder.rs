@@ -8,7 +8,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Result;
@@ -106,11 +106,18 @@ pub struct Client {
     pub local: SocketAddr,
 }
 
+/// How long a [`Client`] waits for an answer, unless told otherwise.
+const ANSWER_WAIT: Duration = Duration::from_millis(400);
+
 impl Client {
     pub fn new(ns: &Netns, local: &str) -> Result<Self> {
-        let local: SocketAddr = local.parse()?;
+        Self::bind(ns, local.parse()?)
+    }
+
+    /// A client on `local` (port 0: any free port).
+    pub fn bind(ns: &Netns, local: SocketAddr) -> Result<Self> {
         let sock = ns.enter(move || UdpSocket::bind(local))??;
-        sock.set_read_timeout(Some(Duration::from_millis(400)))?;
+        sock.set_read_timeout(Some(ANSWER_WAIT))?;
         let local = sock.local_addr()?;
         Ok(Self { sock, local })
     }
@@ -126,6 +133,38 @@ impl Client {
         };
         let to: SocketAddr = SocketAddr::new(pbx.parse().ok()?, 5060);
         self.sock.send_to(msg.as_bytes(), to).ok()?;
+        self.answer()
+    }
+
+    /// Sends `msg` to `to`:5060 and returns the status code of the first final answer (200
+    /// or more: provisional ones are skipped) and how long it took since the send. None when
+    /// nothing (or no SIP answer) came within `wait` of the send or of the previous answer.
+    pub fn first_final_answer(
+        &self,
+        to: IpAddr,
+        msg: &str,
+        wait: Duration,
+    ) -> Option<(u16, Duration)> {
+        self.sock.set_read_timeout(Some(wait)).ok()?;
+        let answer = self.send_until_final(to, msg);
+        let _ = self.sock.set_read_timeout(Some(ANSWER_WAIT));
+        answer
+    }
+
+    fn send_until_final(&self, to: IpAddr, msg: &str) -> Option<(u16, Duration)> {
+        let t0 = Instant::now();
+        self.sock.send_to(msg.as_bytes(), (to, 5060)).ok()?;
+        loop {
+            let code = self.answer()?;
+            if code >= 200 {
+                return Some((code, t0.elapsed()));
+            }
+        }
+    }
+
+    /// The status code of the next message that comes (None: nothing within the read
+    /// timeout, or not a SIP answer).
+    fn answer(&self) -> Option<u16> {
         let mut buf = [0u8; 4096];
         let (n, _) = self.sock.recv_from(&mut buf).ok()?;
         let text = String::from_utf8_lossy(&buf[..n]);

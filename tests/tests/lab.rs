@@ -667,18 +667,8 @@ fn s9_toll_fraud_rules_stop_calls_with_valid_credentials_at_ingress_and_egress()
     }
     let hm = |t: u64| format!("{:02}:{:02}", (t / 3600) % 24, (t / 60) % 60);
     let window = format!("Mon-Sun {}-{}", hm(edge - 600), hm(edge));
-    let calls = format!(
-        "[calls]\n\
-         country_code = \"1\"\n\
-         timezone = \"UTC\"\n\
-         business_hours = [\"{window}\"]\n\
-         allow = [\"+1\"]\n\
-         after_hours_block = [\"+\"]\n\
-         trunks = [\"{}/32\"]\n",
-        lab::TRUNK
-    );
     let lab = start(LabConfig {
-        calls: Some(calls),
+        calls: Some(lab::calls_config("UTC", &window, &[])),
         ..LabConfig::default()
     });
     let mut trunk = lab.start_trunk().expect("starting the SIPp trunk");
@@ -820,17 +810,13 @@ fn s9_toll_fraud_rules_stop_calls_with_valid_credentials_at_ingress_and_egress()
 /// `calls blocked` lists the extension, `calls unblock` lifts it.
 #[test]
 fn s10_seed_000_nineteen_calls_to_one_number_are_refused_from_the_sixth() {
-    let calls = format!(
-        "[calls]\n\
-         country_code = \"1\"\n\
-         timezone = \"UTC\"\n\
-         business_hours = [\"Mon-Sun 00:00-24:00\"]\n\
-         allow = [\"+1\"]\n\
-         after_hours_block = [\"+\"]\n\
-         trunks = [\"{}/32\"]\n\
-         max_same_number = {{ calls = 5, within = \"10m\" }}\n\
-         block_for = \"1h\"\n",
-        lab::TRUNK
+    let calls = lab::calls_config(
+        "UTC",
+        "Mon-Sun 00:00-24:00",
+        &[
+            "max_same_number = { calls = 5, within = \"10m\" }",
+            "block_for = \"1h\"",
+        ],
     );
     let lab = start(LabConfig {
         calls: Some(calls),

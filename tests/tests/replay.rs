@@ -543,16 +543,8 @@ fn oversized_frames_are_replayed() {
 
 /// A phone's INVITE with `uri` as its Request-URI.
 fn invite(uri: &str) -> Vec<u8> {
-    let m = sip::request("INVITE", "101", CLIENT, Creds::None, &[]);
-    let rest = &m[m.find("\r\n").unwrap()..];
-    Packet::udp(
-        CLIENT,
-        5062,
-        PBX,
-        5060,
-        format!("INVITE {uri} SIP/2.0{rest}"),
-    )
-    .build()
+    let m = sip::invite(uri, "101", CLIENT, Creds::None, &[]);
+    Packet::udp(CLIENT, 5062, PBX, 5060, m).build()
 }
 
 /// Call verdicts: a premium call is answered 403 by the filter (named with its extension,
@@ -563,16 +555,8 @@ fn call_verdicts_are_shown() {
     let dir = tmp();
     let path = dir.path().join("calls.pcap");
     let forward = {
-        let m = sip::request("INVITE", "101", PBX, Creds::None, &[]);
-        let rest = &m[m.find("\r\n").unwrap()..];
-        Packet::udp(
-            PBX,
-            5060,
-            "198.51.100.7",
-            5060,
-            format!("INVITE sip:+8825551234@198.51.100.7 SIP/2.0{rest}"),
-        )
-        .build()
+        let m = sip::invite("sip:+8825551234@198.51.100.7", "101", PBX, Creds::None, &[]);
+        Packet::udp(PBX, 5060, "198.51.100.7", 5060, m).build()
     };
     let frames = vec![
         invite("sip:+8825551234@pbx"),

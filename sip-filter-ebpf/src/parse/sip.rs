@@ -126,6 +126,17 @@ fn credentials_header(buf: *const u8, at: u64) -> bool {
     nonzero(auth) & nonzero(proxy) == 0
 }
 
+/// Does the line at `at` start with `User-Agent` (any case), then whitespace or a colon?
+#[inline(always)]
+fn user_agent_header(buf: *const u8, at: u64) -> bool {
+    let r0 = load8(buf, at);
+    let r1 = load8(buf, at + 8);
+    let x = ((r0 | LOWER) ^ word(b"user-age"))
+        | (((r1 | LOWER) & low_bytes(2)) ^ word(b"nt"))
+        | not_name_end((r1 >> 16) & 0xff);
+    x == 0
+}
+
 /// State shared with the `bpf_loop` callback, on the caller's stack.
 #[repr(C)]
 struct Scan {
@@ -135,12 +146,20 @@ struct Scan {
     result: u8,
 }
 
-/// Where in the scratch buffer the scan leaves the offset of the credentials header it found:
-/// map memory, not the scan's state on the stack, whose exact values the verifier would track
-/// (docs/verifier.md, 13).
+/// Where in the scratch buffer the scan leaves the offsets of the first credentials header and
+/// the User-Agent header it found (0: none): map memory, not the scan's state on the stack,
+/// whose exact values the verifier would track (docs/verifier.md, 13).
 const CREDS_AT_OFF: usize = crate::scratch::off::CREDS_AT;
+const UA_AT_OFF: usize = crate::scratch::off::UA_AT;
+
+#[inline(always)]
+fn slot(buf: *const u8, off: usize) -> *mut u64 {
+    unsafe { (buf as *mut u8).add(off) as *mut u64 }
+}
 
 const UNDECIDED: u8 = 0xff;
+/// `Scan::result`: the blank line ending the header section was found.
+const ENDED: u8 = 0xfe;
 
 /// Aligned words examined per `bpf_loop` turn: fewer turns, less call overhead.
 const WORDS_PER_TURN: u64 = 4;
@@ -200,14 +219,19 @@ fn scan_lanes(s: &mut Scan, pos: u64, pending: u64) -> bool {
         let first = byte(buf, at);
         if first == b'\r' || first == b'\n' {
             // Blank line: end of the header section (a zero byte past the end is neither).
-            s.result = creds::NONE;
+            s.result = ENDED;
             return true;
         }
+        // The scan goes on past the credentials to the end of the header section: the
+        // User-Agent may come after them.
         let lc = first | 0x20;
-        if (lc == b'a' || lc == b'p') && credentials_header(buf, at) {
-            s.result = creds::PRESENT;
-            unsafe { *((buf as *mut u8).add(CREDS_AT_OFF) as *mut u64) = at };
-            return true;
+        if (lc == b'a' || lc == b'p')
+            && credentials_header(buf, at)
+            && unsafe { *slot(buf, CREDS_AT_OFF) } == 0
+        {
+            unsafe { *slot(buf, CREDS_AT_OFF) = at };
+        } else if lc == b'u' && user_agent_header(buf, at) {
+            unsafe { *slot(buf, UA_AT_OFF) = at };
         }
     }
     if pending != 0 {
@@ -219,11 +243,16 @@ fn scan_lanes(s: &mut Scan, pos: u64, pending: u64) -> bool {
     false
 }
 
-/// Scans the first `size` bytes of a SIP request copied to `buf` (followed by `ZERO_TAIL` zero
-/// bytes) for a credentials header in the header section. `truncated` says that the message
-/// continues beyond `size`. When `PRESENT`, where that header starts is at `CREDS_AT_OFF`.
+/// Scans the header section of the first `size` bytes of a SIP request copied to `buf`
+/// (followed by `ZERO_TAIL` zero bytes) for a credentials header and the User-Agent: where they
+/// start is left at `CREDS_AT_OFF` and `UA_AT_OFF` (0: none). `truncated` says that the message
+/// continues beyond `size`. The `creds` value.
 #[inline(always)]
 pub fn scan_credentials(buf: *const u8, size: u64, truncated: bool) -> u8 {
+    unsafe {
+        *slot(buf, CREDS_AT_OFF) = 0;
+        *slot(buf, UA_AT_OFF) = 0;
+    }
     let mut s = Scan {
         buf,
         size,
@@ -238,10 +267,13 @@ pub fn scan_credentials(buf: *const u8, size: u64, truncated: bool) -> u8 {
             0,
         )
     };
+    if unsafe { *slot(buf, CREDS_AT_OFF) } != 0 {
+        return creds::PRESENT;
+    }
     match s.result {
         UNDECIDED if truncated => creds::UNKNOWN,
         // All bytes scanned, no credentials and no blank line.
-        UNDECIDED => creds::NONE,
+        UNDECIDED | ENDED => creds::NONE,
         r => r,
     }
 }

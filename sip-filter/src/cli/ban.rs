@@ -84,8 +84,8 @@ pub fn ban(iface: Option<&str>, cmd: BanCmd) -> Result<()> {
                 println!("no bans");
             } else {
                 println!(
-                    "{:<28} {:<15} {:>8} {:>8} {:<21} {:>10}  note",
-                    "address", "reason", "failures", "offences", "created", "expires in"
+                    "{:<28} {:<10} {:<15} {:>8} {:>8} {:<21} {:>10}  note",
+                    "address", "kind", "reason", "failures", "offences", "created", "expires in"
                 );
                 for b in list {
                     let exp = b
@@ -93,8 +93,9 @@ pub fn ban(iface: Option<&str>, cmd: BanCmd) -> Result<()> {
                         .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())
                         .unwrap_or_else(|| "never".into());
                     println!(
-                        "{:<28} {:<15} {:>8} {:>8} {:<21} {:>10}  {}",
+                        "{:<28} {:<10} {:<15} {:>8} {:>8} {:<21} {:>10}  {}",
                         b.addr,
+                        b.kind,
                         b.reason,
                         b.failures,
                         b.offences,

@@ -15,11 +15,19 @@ pub fn stats(iface: Option<&str>, json: bool) -> Result<()> {
     let counters = maps.stats()?;
     let named = Reason::ALL.iter().zip(counters);
     let rules = call_rules(&iface, &mut maps);
+    let scanners: Vec<Signature> = sip_filter::scanners::stats(&mut maps)?
+        .into_iter()
+        .map(|(signature, requests)| Signature {
+            signature,
+            requests,
+        })
+        .collect();
     if json {
         let mut obj: serde_json::Map<String, serde_json::Value> = named
             .map(|(r, v)| (r.name().to_string(), v.into()))
             .collect();
         obj.insert("call_rules".into(), serde_json::to_value(&rules)?);
+        obj.insert("scanners".into(), serde_json::to_value(&scanners)?);
         println!("{}", serde_json::Value::Object(obj));
     } else {
         for (r, v) in named {
@@ -32,8 +40,23 @@ pub fn stats(iface: Option<&str>, json: bool) -> Result<()> {
                 println!("{:>12} {:>12} blocked  {}", r.calls, r.blocked, r.rule);
             }
         }
+        let hit: Vec<&Signature> = scanners.iter().filter(|s| s.requests > 0).collect();
+        if !hit.is_empty() {
+            println!("\nrequests caught by each scanner signature (User-Agent, without case):");
+            for s in hit {
+                println!("{:>12}  {}", s.requests, s.signature);
+            }
+        }
     }
     Ok(())
+}
+
+/// One scanner signature's count.
+#[derive(Serialize)]
+struct Signature {
+    /// As the kernel compares it (lower case; `=` for an exact one).
+    signature: String,
+    requests: u64,
 }
 
 /// One toll-fraud rule's counts.

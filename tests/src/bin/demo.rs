@@ -204,16 +204,7 @@ fn run() -> Result<()> {
     );
     let zone = five_pm_zone();
     let mut lab = Lab::start(LabConfig {
-        calls: Some(format!(
-            "[calls]\n\
-             country_code = \"1\"\n\
-             timezone = \"{zone}\"\n\
-             business_hours = [\"Mon-Fri 08:00-17:00\"]\n\
-             allow = [\"+1\"]\n\
-             after_hours_block = [\"+\"]\n\
-             trunks = [\"{}/32\"]\n",
-            lab::TRUNK
-        )),
+        calls: Some(lab::calls_config(&zone, "Mon-Fri 08:00-17:00", &[])),
         ..LabConfig::default()
     })?;
 

@@ -24,7 +24,7 @@ pub mod kamailio;
 pub mod tools;
 
 use std::{
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -38,6 +38,8 @@ use crate::{
     filter::{Filter, bin},
     mmdb,
     netns::{Link, Netns, run, wait_for},
+    responder::Client,
+    sip,
 };
 pub use capture::{Capture, Rule};
 pub use kamailio::{Kamailio, Seen, password};
@@ -145,6 +147,26 @@ impl LabConfig {
             self.calls.as_deref().unwrap_or_default()
         )
     }
+}
+
+/// A `[calls]` section for [`LabConfig::calls`]: domestic (+1) calls allowed, every other
+/// one blocked outside `business_hours` (one window, in `timezone`), calls the PBX places to
+/// the lab's trunk judged at egress; then the `extra` lines (call limits), as they are.
+pub fn calls_config(timezone: &str, business_hours: &str, extra: &[&str]) -> String {
+    let mut s = format!(
+        "[calls]\n\
+         country_code = \"1\"\n\
+         timezone = \"{timezone}\"\n\
+         business_hours = [\"{business_hours}\"]\n\
+         allow = [\"+1\"]\n\
+         after_hours_block = [\"+\"]\n\
+         trunks = [\"{TRUNK}/32\"]\n"
+    );
+    for line in extra {
+        s.push_str(line);
+        s.push('\n');
+    }
+    s
 }
 
 /// A host of the lab: a namespace with one interface, `eth0`, on the switch.
@@ -512,44 +534,28 @@ impl Lab {
     /// Sends `msg` from a fresh socket of `host` to `to`:5060 and returns the first final
     /// answer's status code and how long it took (`None`: none within 2 s).
     pub fn first_final_answer(host: &Host, to: IpAddr, msg: String) -> Option<(u16, Duration)> {
-        let me = host.addr;
-        host.ns
-            .enter(move || {
-                let sock = std::net::UdpSocket::bind((me, 0)).ok()?;
-                sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-                let t0 = std::time::Instant::now();
-                sock.send_to(msg.as_bytes(), (to, 5060)).ok()?;
-                let mut buf = [0u8; 4096];
-                loop {
-                    let (n, _) = sock.recv_from(&mut buf).ok()?;
-                    let code: u16 = String::from_utf8_lossy(&buf[..n])
-                        .get(8..11)?
-                        .parse()
-                        .ok()?;
-                    if code >= 200 {
-                        return Some((code, t0.elapsed()));
-                    }
-                }
-            })
+        Client::bind(&host.ns, SocketAddr::new(host.addr, 0))
             .ok()?
+            .first_final_answer(to, &msg, Duration::from_secs(2))
     }
 
     /// An INVITE without credentials from `from` (as `user`) to `number` at `to`, as a phone's
-    /// first one.
+    /// first one: a call of its own (Call-ID, tags), in the PBX's realm.
     pub fn invite(from: IpAddr, to: IpAddr, user: &str, number: &str) -> String {
         let call_id = crate::netns::unique("call");
-        format!(
-            "INVITE sip:{number}@{to} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {from}:5070;branch=z9hG4bK-{call_id};rport\r\n\
-             From: <sip:{user}@{realm}>;tag=t-{call_id}\r\n\
-             To: <sip:{number}@{realm}>\r\n\
-             Call-ID: {call_id}@{from}\r\n\
-             CSeq: 1 INVITE\r\n\
-             Contact: <sip:{user}@{from}:5070>\r\n\
-             Max-Forwards: 70\r\n\
-             Content-Length: 0\r\n\r\n",
-            realm = kamailio::REALM
-        )
+        let (host, uri) = (from.to_string(), format!("sip:{number}@{to}"));
+        sip::Request {
+            uri: &uri,
+            port: 5070,
+            to: Some(number),
+            domain: kamailio::REALM,
+            branch: format!("z9hG4bK-{call_id}"),
+            tag: format!("t-{call_id}"),
+            cseq: 1,
+            call_id,
+            ..sip::Request::new("INVITE", user, &host)
+        }
+        .build()
     }
 
     /// Kills the daemon with SIGKILL (no chance to clean up), leaving the filter attached.

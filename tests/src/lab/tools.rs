@@ -266,181 +266,149 @@ pub const REGISTER_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 "#;
 
+/// A scenario of the lab's phone: the XML around `steps` (`<send>`, `<recv>`, `<pause>`).
+fn scenario(name: &str, steps: &[String]) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n\
+         <!DOCTYPE scenario SYSTEM \"sipp.dtd\">\n\
+         <scenario name=\"lab phone: {name}\">\n\
+         {}</scenario>\n",
+        steps.concat()
+    )
+}
+
+/// A `<send>` of `message` (its lines, without indentation), retransmitted every 500 ms
+/// until answered when `retrans`.
+fn send(retrans: bool, message: &str) -> String {
+    let retrans = if retrans { " retrans=\"500\"" } else { "" };
+    let lines: String = message.lines().map(|l| format!("      {l}\n")).collect();
+    format!("  <send{retrans}>\n    <![CDATA[\n\n{lines}\n    ]]>\n  </send>\n")
+}
+
+/// A `<recv>` of a response with `code`, and the attributes in `attrs` (e.g. ` optional="true"`).
+fn recv(code: u16, attrs: &str) -> String {
+    format!("  <recv response=\"{code}\"{attrs}/>\n")
+}
+
+/// The call's INVITE (`[field0]` calls `[field1]`), number `cseq`; with `auth`, the digest
+/// answer `[field2]` to the PBX's challenge.
+fn call_invite(cseq: u32, auth: bool) -> String {
+    let auth = if auth { "[field2]\n" } else { "" };
+    send(
+        true,
+        &format!(
+            "INVITE sip:[field1]@[remote_ip] SIP/2.0\n\
+             Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport\n\
+             From: <sip:[field0]@REALM>;tag=[pid]-[call_number]\n\
+             To: <sip:[field1]@REALM>\n\
+             Call-ID: [call_id]\n\
+             CSeq: {cseq} INVITE\n\
+             Contact: <sip:[field0]@[local_ip]:[local_port]>\n\
+             {auth}\
+             Max-Forwards: 70\n\
+             User-Agent: lab-phone\n\
+             Content-Length: 0\n"
+        ),
+    )
+}
+
+/// The ACK of a final answer other than 2xx to INVITE `cseq`: in its transaction, whose
+/// branch is SIPp's `[branch-N]` (`branch`).
+fn failure_ack(branch: &str, cseq: u32) -> String {
+    send(
+        false,
+        &format!(
+            "ACK sip:[field1]@[remote_ip] SIP/2.0\n\
+             Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={branch};rport\n\
+             From: <sip:[field0]@REALM>;tag=[pid]-[call_number]\n\
+             To: <sip:[field1]@REALM>[peer_tag_param]\n\
+             Call-ID: [call_id]\n\
+             CSeq: {cseq} ACK\n\
+             Max-Forwards: 70\n\
+             Content-Length: 0\n"
+        ),
+    )
+}
+
+/// A request in the call's dialog (the ACK of the 200, BYE), along its route set.
+fn in_dialog(retrans: bool, method: &str, cseq: u32) -> String {
+    send(
+        retrans,
+        &format!(
+            "{method} [next_url] SIP/2.0\n\
+             Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport\n\
+             From: <sip:[field0]@REALM>;tag=[pid]-[call_number]\n\
+             To: <sip:[field1]@REALM>[peer_tag_param]\n\
+             [routes]\n\
+             Call-ID: [call_id]\n\
+             CSeq: {cseq} {method}\n\
+             Max-Forwards: 70\n\
+             Content-Length: 0\n"
+        ),
+    )
+}
+
+/// A call up to the credentialed INVITE: INVITE, the PBX's 407 challenge and its ACK, the
+/// INVITE again with the digest answer, its optional 100.
+fn challenged_invite() -> Vec<String> {
+    vec![
+        call_invite(1, false),
+        recv(100, " optional=\"true\""),
+        recv(407, " auth=\"true\""),
+        failure_ack("[branch-3]", 1),
+        call_invite(2, true),
+        recv(100, " optional=\"true\""),
+    ]
+}
+
 /// A phone's call (SIPp): INVITE, the PBX's 407 challenge, the INVITE again with the digest
 /// answer, the trunk's 180/200, ACK and, half a second later, BYE (the ACK and BYE go to the
 /// PBX, which relays them to the trunk). Fields: extension, dialled number, the
 /// `[authentication ...]` keyword.
-pub const CALL_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="lab phone: a call with digest authentication">
-  <send retrans="500">
-    <![CDATA[
-
-      INVITE sip:[field1]@[remote_ip] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
-      To: <sip:[field1]@REALM>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:[field0]@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      User-Agent: lab-phone
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="407" auth="true"/>
-  <send>
-    <![CDATA[
-
-      ACK sip:[field1]@[remote_ip] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3];rport
-      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
-      To: <sip:[field1]@REALM>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <send retrans="500">
-    <![CDATA[
-
-      INVITE sip:[field1]@[remote_ip] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
-      To: <sip:[field1]@REALM>
-      Call-ID: [call_id]
-      CSeq: 2 INVITE
-      Contact: <sip:[field0]@[local_ip]:[local_port]>
-      [field2]
-      Max-Forwards: 70
-      User-Agent: lab-phone
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send>
-    <![CDATA[
-
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
-      To: <sip:[field1]@REALM>[peer_tag_param]
-      [routes]
-      Call-ID: [call_id]
-      CSeq: 2 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <pause milliseconds="500"/>
-  <send retrans="500">
-    <![CDATA[
-
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
-      To: <sip:[field1]@REALM>[peer_tag_param]
-      [routes]
-      Call-ID: [call_id]
-      CSeq: 3 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-</scenario>
-"#;
+pub fn call_xml() -> String {
+    let mut steps = challenged_invite();
+    steps.extend([
+        recv(180, " optional=\"true\""),
+        recv(200, " rrs=\"true\""),
+        in_dialog(false, "ACK", 2),
+        "  <pause milliseconds=\"500\"/>\n".into(),
+        in_dialog(true, "BYE", 3),
+        recv(200, ""),
+    ]);
+    scenario("a call with digest authentication", &steps)
+}
 
 /// A phone's call the filter refuses: the first INVITE (before any challenge) gets a 403
 /// and nothing else; the phone ACKs it. Any other answer (a 407: the PBX saw the INVITE) fails
 /// the call. Fields: extension, dialled number.
-pub const REFUSED_CALL_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="lab phone: a call the filter refuses">
-  <send retrans="500">
-    <![CDATA[
-
-      INVITE sip:[field1]@[remote_ip] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
-      To: <sip:[field1]@REALM>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:[field0]@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      User-Agent: lab-phone
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="403"/>
-  <send>
-    <![CDATA[
-
-      ACK sip:[field1]@[remote_ip] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-2];rport
-      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
-      To: <sip:[field1]@REALM>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"#;
+pub fn refused_call_xml() -> String {
+    scenario(
+        "a call the filter refuses",
+        &[
+            call_invite(1, false),
+            recv(403, ""),
+            failure_ack("[branch-2]", 1),
+        ],
+    )
+}
 
 /// What a phone's call is expected to get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallOutcome {
-    /// Authenticated, relayed to the trunk, answered, hung up ([`CALL_XML`]).
+    /// Authenticated, relayed to the trunk, answered, hung up ([`call_xml`]).
     Connected,
-    /// Refused by the filter with a 403 to the first INVITE ([`REFUSED_CALL_XML`]).
+    /// Refused by the filter with a 403 to the first INVITE ([`refused_call_xml`]).
     Refused,
     /// Challenged by the PBX, then refused by the filter with a 403 to the credentialed
     /// INVITE (the call limits: [`held_call_xml`]).
     RefusedAfterChallenge,
 }
 
-/// A call refused at its credentialed INVITE: [`CALL_XML`] up to it, then a 403 and its ACK.
+/// A call refused at its credentialed INVITE: [`call_xml`] up to it, then a 403 and its ACK.
 pub fn held_call_xml() -> String {
-    let cut = CALL_XML
-        .find("  <recv response=\"180\"")
-        .expect("the call scenario has a 180");
-    format!(
-        "{}{}",
-        &CALL_XML[..cut].replace(
-            "a call with digest authentication",
-            "a call refused after the challenge"
-        ),
-        r#"  <recv response="403"/>
-  <send>
-    <![CDATA[
-
-      ACK sip:[field1]@[remote_ip] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-6];rport
-      From: <sip:[field0]@REALM>;tag=[pid]-[call_number]
-      To: <sip:[field1]@REALM>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"#
-    )
+    let mut steps = challenged_invite();
+    steps.extend([recv(403, ""), failure_ack("[branch-6]", 2)]);
+    scenario("a call refused after the challenge", &steps)
 }
 
 /// How a SIPp run registers phones.
@@ -537,11 +505,10 @@ impl Sipp {
         expect: CallOutcome,
     ) -> Result<Sipp> {
         let tag = crate::netns::unique("c");
-        let held = held_call_xml();
         let (name, text) = match expect {
-            CallOutcome::Connected => ("call.xml", CALL_XML),
-            CallOutcome::Refused => ("refused-call.xml", REFUSED_CALL_XML),
-            CallOutcome::RefusedAfterChallenge => ("held-call.xml", held.as_str()),
+            CallOutcome::Connected => ("call.xml", call_xml()),
+            CallOutcome::Refused => ("refused-call.xml", refused_call_xml()),
+            CallOutcome::RefusedAfterChallenge => ("held-call.xml", held_call_xml()),
         };
         let xml = dir.join(name);
         std::fs::write(&xml, text.replace("REALM", REALM))?;
