@@ -879,3 +879,148 @@ fn s10_seed_000_nineteen_calls_to_one_number_are_refused_from_the_sixth() {
     ));
     trunk.tool.stop();
 }
+
+#[test]
+fn s11_svmap_and_svcrack_with_their_default_user_agent_are_banned_at_their_first_request() {
+    let lab = start(LabConfig {
+        scanners: true,
+        ..LabConfig::default()
+    });
+    let scanner = lab.scanner.addr;
+    let attacker = lab.attacker.addr;
+    let dropped_before = lab.stat("dropped_scanner");
+
+    // svmap's OPTIONS sweep, then svcrack's guesses: both say "friendly-scanner".
+    let mut map = lab.svmap(&lab.scanner, scanner).unwrap();
+    let logged = lab
+        .wait_ban_logged(lab::SCANNER, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no ban logged:\n{}", lab.filter.log()));
+    map.wait(Duration::from_secs(30)).unwrap();
+    let mut crack = lab
+        .svcrack(
+            &lab.attacker,
+            101,
+            &lab::dictionary(101, 20, Some(10)),
+            None,
+        )
+        .unwrap();
+    lab.wait_ban_logged(lab::ATTACKER, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("svcrack not banned:\n{}", lab.filter.log()));
+    sleep(1.0);
+    crack.stop();
+
+    for who in [lab::SCANNER, lab::ATTACKER] {
+        let ban = lab.ban_of(who).expect("ban list shows it");
+        assert_eq!(ban["reason"], "scanner", "{ban}");
+        assert_eq!(ban["kind"], "ban", "{ban}");
+    }
+    assert!(
+        lab.seen_from(scanner).is_empty(),
+        "the PBX never saw svmap: {:#?}",
+        lab.seen_from(scanner)
+    );
+    assert!(
+        lab.seen_from(attacker).is_empty(),
+        "the PBX never saw a guess: {:#?}",
+        lab.seen_from(attacker)
+    );
+    assert!(!tools::svmap_found(&map.output()), "{}", map.output());
+    assert_eq!(
+        tools::svcrack_found(&crack.output()),
+        None,
+        "the password (in its list) was not found"
+    );
+    let dropped = lab.stat("dropped_scanner") - dropped_before;
+    assert_eq!(dropped, 2, "one request of each, then dropped as banned");
+    let sigs = lab.stats()["scanners"].clone();
+    let hits = sigs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["signature"] == "friendly-scanner")
+        .map(|s| s["requests"].as_u64().unwrap());
+    assert_eq!(hits, Some(2), "{sigs}");
+
+    // Positive control: the office's phones (User-Agent lab-phone) register as ever.
+    let phones = Phones {
+        accounts: lab::accounts(100..=109),
+        rate: 10.0,
+        total: 10,
+        answer_timeout: Duration::from_secs(5),
+    };
+    let stats = lab
+        .office_phones(&phones)
+        .unwrap()
+        .finish(Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(stats.successful, 10, "{stats:?}");
+    report(format!(
+        "scenario 11: svmap and svcrack (User-Agent friendly-scanner) banned at their first \
+         request, 0 of their requests reached the PBX, {dropped} requests dropped as a scanner's; \
+         10/10 office registrations OK; daemon: {}",
+        logged.text
+    ));
+}
+
+#[test]
+fn s12_a_register_flood_is_rate_limited_while_fifty_phones_register() {
+    let lab = start(LabConfig::default());
+    let me = lab.attacker.addr;
+    // 50 phones behind the office's address, 10 registrations a second for 20 s: 20 requests a
+    // second from one address (a REGISTER and its answer to the challenge), under the 30 per
+    // 2 s of the flood guard's default, and trusted (x10) from their first 200 on.
+    let phones = Phones {
+        accounts: lab::accounts(100..=149),
+        rate: 10.0,
+        total: 200,
+        answer_timeout: Duration::from_secs(5),
+    };
+    let mut office = lab.office_phones(&phones).unwrap();
+    sleep(2.0);
+    // The flood: 200 REGISTERs a second from one address, 2,000 in all.
+    let dropped_before = lab.stat("dropped_flood");
+    let mut flood = lab.register_flood(&lab.attacker, 200, 2000).unwrap();
+    flood.finish(Duration::from_secs(60)).unwrap();
+    let stats = office.finish(Duration::from_secs(90)).unwrap();
+
+    let ban = lab
+        .ban_of(lab::ATTACKER)
+        .expect("ban list shows the flood's drop");
+    assert_eq!(ban["kind"], "rate-limit", "{ban}");
+    assert_eq!(ban["reason"], "flood", "{ban}");
+    let secs = ban["expires_in_secs"].as_u64().unwrap();
+    assert!(
+        (280..=300).contains(&secs),
+        "dropped for block_for (5m): {secs}"
+    );
+    let reached = lab.seen_from(me).len();
+    // The guard's exact count at 200/s: the n-th request passes while n x 66.7 ms less the
+    // (n-1) x 5 ms it waited is at most 2 s, so 32; SIPp's pacing moves it by one or two.
+    assert!(
+        (30..=34).contains(&reached),
+        "{reached} of the flood's REGISTERs reached the PBX"
+    );
+    let dropped = lab.stat("dropped_flood") - dropped_before;
+    assert!(dropped as usize >= 2000 - reached - 10, "{dropped} dropped");
+    assert_eq!(stats.created, 200, "{stats:?}");
+    assert_eq!(
+        stats.successful, 200,
+        "every office registration succeeded: {stats:?}"
+    );
+    assert!(
+        lab.ban_of(lab::OFFICE).is_none(),
+        "the office is not limited"
+    );
+    assert!(
+        lab.filter
+            .log()
+            .contains(&format!("rate-limited {}", lab::ATTACKER)),
+        "{}",
+        lab.filter.log()
+    );
+    report(format!(
+        "scenario 12: REGISTER flood of 2000 at 200/s: {reached} reached the PBX, {dropped} \
+         dropped, rate-limited for 5m; 50 office phones: {}/{} registrations OK",
+        stats.successful, stats.created
+    ));
+}

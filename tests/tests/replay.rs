@@ -593,3 +593,36 @@ fn call_verdicts_are_shown() {
     );
     assert!(out.contains(" 403 "), "{out}");
 }
+
+#[test]
+fn scanner_and_flood_verdicts_are_shown() {
+    let dir = tmp();
+    let path = dir.path().join("scan.pcap");
+    let scanner = {
+        let m = sip::request("OPTIONS", "100", "198.51.100.9", Creds::None, &[])
+            .replace("User-Agent: fixture/1.0", "User-Agent: friendly-scanner");
+        Packet::udp("198.51.100.9", 5060, PBX, 5060, m).build()
+    };
+    // The flood guard's default: 30 requests at once pass, the 31st trips it.
+    let mut frames = vec![scanner];
+    frames.extend((0..32).map(|_| register(CLIENT, Creds::None)));
+    pcap::write(&path, Format::Pcap, Link::Ethernet, &frames).unwrap();
+    let opts = options(&path, 5, false);
+    let mut out = Vec::new();
+    let s = replay::run(&opts, &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    println!("{out}");
+    assert_eq!(s.packets[0].verdict, Verdict::Drop);
+    assert_eq!(
+        s.packets[0].reason,
+        "scanner User-Agent \"friendly-scanner\": banned"
+    );
+    assert!(s.packets[1..=30].iter().all(|p| p.verdict == Verdict::Pass));
+    assert_eq!(s.packets[31].verdict, Verdict::Drop);
+    assert_eq!(
+        s.packets[31].reason,
+        "over the flood guard's rate (30 requests per 2s): rate-limited for 5m"
+    );
+    assert_eq!(s.packets[32].verdict, Verdict::Drop);
+    assert_eq!(s.packets[32].reason, "rate-limited (flood)");
+}

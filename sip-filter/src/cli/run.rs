@@ -109,5 +109,22 @@ pub fn check_config(path: &Path) -> Result<()> {
             c.trunks.len()
         );
     }
+    let f = &s.flood;
+    let flood = if f.max_requests == 0 {
+        "off".to_string()
+    } else {
+        format!(
+            "{} requests per {} -> drop for {} (x{} when trusted)",
+            f.max_requests,
+            humantime::format_duration(f.per),
+            humantime::format_duration(f.block_for),
+            f.trusted_factor
+        )
+    };
+    println!(
+        "[scanners]: {} User-Agent signatures -> ban {}; [flood]: {flood}",
+        s.scanners.user_agents.len(),
+        humantime::format_duration(s.scanners.ban_time)
+    );
     Ok(())
 }

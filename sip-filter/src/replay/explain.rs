@@ -25,6 +25,20 @@ pub(super) fn ingress(
                 _ => "banned".into(),
             }
         }
+        Some(Reason::DroppedFlood) => match detail {
+            // This request tripped the guard (the trace's detail is the entry it stored).
+            Some(Reason::BansIssued) => format!(
+                "over the flood guard's rate ({} requests per {}): rate-limited for {}",
+                settings.flood.max_requests,
+                humantime::format_duration(settings.flood.per),
+                humantime::format_duration(settings.flood.block_for)
+            ),
+            _ => "rate-limited (flood)".into(),
+        },
+        Some(Reason::DroppedScanner) => match h.and_then(|h| h.user_agent.as_deref()) {
+            Some(ua) => format!("scanner User-Agent {ua:?}: banned"),
+            None => "scanner User-Agent: banned".into(),
+        },
         Some(Reason::DroppedGeo) => "geo-blocked".into(),
         Some(Reason::Allowlisted) => "allowlisted".into(),
         Some(Reason::Malformed) => "malformed".into(),

@@ -8,6 +8,8 @@ pub(super) struct Headers {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub ports: Option<(u16, u16)>,
+    /// A UDP SIP message's User-Agent, for the report of a scanner's ban.
+    pub user_agent: Option<String>,
 }
 
 /// Ethernet, up to two VLAN tags, the IPv4 or IPv6 fixed header, UDP/TCP ports. `None` for
@@ -51,5 +53,26 @@ pub(super) fn headers(f: &[u8]) -> Option<Headers> {
     let ports = transport
         .then(|| Some((be16(f, l4)?, be16(f, l4 + 2)?)))
         .flatten();
-    Some(Headers { src, dst, ports })
+    let user_agent = (proto == Some(17))
+        .then(|| f.get(l4 + 8..))
+        .flatten()
+        .and_then(user_agent);
+    Some(Headers {
+        src,
+        dst,
+        ports,
+        user_agent,
+    })
+}
+
+/// The value of the User-Agent header of a SIP message's header section.
+fn user_agent(msg: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(msg);
+    let head = text.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("user-agent")
+            .then(|| value.trim().to_string())
+    })
 }

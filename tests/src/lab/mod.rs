@@ -103,6 +103,10 @@ pub struct LabConfig {
     pub scan_ban_time: String,
     /// A `[calls]` section (toll-fraud rules), appended as it is.
     pub calls: Option<String>,
+    /// The default scanner signatures in force. Off in the scenarios about counting:
+    /// SIPVicious' tools announce themselves (`friendly-scanner`) and would be banned at
+    /// their first request; a disguised attacker meets the counting they test.
+    pub scanners: bool,
 }
 
 impl Default for LabConfig {
@@ -115,6 +119,7 @@ impl Default for LabConfig {
             max_not_found: 10,
             scan_ban_time: "1h".into(),
             calls: None,
+            scanners: false,
         }
     }
 }
@@ -137,13 +142,18 @@ impl LabConfig {
              cidrs = [\"{TRUNK}/32\"]\n\n\
              [geo]\n\
              database = \"{}\"\n\
-             block_countries = [\"{BLOCKED_COUNTRY}\"]\n\n{}",
+             block_countries = [\"{BLOCKED_COUNTRY}\"]\n\n{}{}",
             self.max_failures,
             self.find_time,
             self.ban_time,
             self.max_not_found,
             self.scan_ban_time,
             country_db.display(),
+            if self.scanners {
+                ""
+            } else {
+                "[scanners]\n# Off: the scenario is about counting.\nuser_agents = []\n\n"
+            },
             self.calls.as_deref().unwrap_or_default()
         )
     }
@@ -479,6 +489,18 @@ impl Lab {
             host.addr,
             self.pbx_for(host.addr),
             phones,
+        )
+    }
+
+    /// A SIPp REGISTER flood from `host`: `rate` a second, `total` in all.
+    pub fn register_flood(&self, host: &Host, rate: u32, total: u32) -> Result<Sipp> {
+        Sipp::flood(
+            &host.ns,
+            self.files(),
+            host.addr,
+            self.pbx_for(host.addr),
+            rate,
+            total,
         )
     }
 

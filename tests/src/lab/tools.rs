@@ -266,6 +266,28 @@ pub const REGISTER_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 "#;
 
+/// A REGISTER flood: one REGISTER per call, never answering the challenge (so it never
+/// fails authentication: only the flood guard stops it).
+pub fn register_flood_xml() -> String {
+    scenario(
+        "register flood",
+        &[send(
+            false,
+            "REGISTER sip:[remote_ip] SIP/2.0\n\
+             Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport\n\
+             From: <sip:100@REALM>;tag=[pid]-[call_number]\n\
+             To: <sip:100@REALM>\n\
+             Call-ID: [call_id]\n\
+             CSeq: 1 REGISTER\n\
+             Contact: <sip:100@[local_ip]:[local_port]>\n\
+             Max-Forwards: 70\n\
+             Expires: 300\n\
+             User-Agent: lab-flood\n\
+             Content-Length: 0\n",
+        )],
+    )
+}
+
 /// A scenario of the lab's phone: the XML around `steps` (`<send>`, `<recv>`, `<pause>`).
 fn scenario(name: &str, steps: &[String]) -> String {
     format!(
@@ -531,6 +553,31 @@ impl Sipp {
             .arg(&stat)
             .current_dir(dir);
         let tool = Tool::spawn("sipp", cmd, dir.join(format!("sipp-{tag}.out")))?;
+        Ok(Sipp { tool, stat })
+    }
+
+    /// A REGISTER flood from `me` at `target`: `rate` a second, `total` in all, one socket.
+    pub fn flood(
+        host: &Netns,
+        dir: &Path,
+        me: IpAddr,
+        target: IpAddr,
+        rate: u32,
+        total: u32,
+    ) -> Result<Sipp> {
+        let xml = dir.join("register-flood.xml");
+        std::fs::write(&xml, register_flood_xml().replace("REALM", REALM))?;
+        let stat = dir.join("sipp-flood-stat.csv");
+        let mut cmd = host.command("sipp");
+        cmd.arg(target.to_string())
+            .arg("-sf")
+            .arg(&xml)
+            .args(["-i", &me.to_string(), "-nd"])
+            .args(["-r", &rate.to_string(), "-m", &total.to_string()])
+            .args(["-nostdin", "-trace_stat", "-fd", "1", "-stf"])
+            .arg(&stat)
+            .current_dir(dir);
+        let tool = Tool::spawn("sipp", cmd, dir.join("sipp-flood.out"))?;
         Ok(Sipp { tool, stat })
     }
 
