@@ -53,7 +53,7 @@ const COPY: u64 = CALL_COPY as u64;
 pub fn copy_start(ctx: &XdpContext, pkt: &Packet) -> bool {
     let off = (pkt.payload - ctx.data()) as u64;
     let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
-    copy_with(off, total, pkt.udp_payload_len as u64, |to, size| unsafe {
+    copy_with(off, total, pkt.msg_len as u64, |to, size| unsafe {
         bpf_xdp_load_bytes(ctx.ctx, off as u32, to, size)
     })
 }
@@ -63,7 +63,7 @@ pub fn copy_start(ctx: &XdpContext, pkt: &Packet) -> bool {
 pub fn copy_start_tc(ctx: &TcContext, pkt: &Packet) -> bool {
     let off = (pkt.payload - ctx.data()) as u64;
     let total = ctx.len() as u64;
-    copy_with(off, total, pkt.udp_payload_len as u64, |to, size| unsafe {
+    copy_with(off, total, pkt.msg_len as u64, |to, size| unsafe {
         bpf_skb_load_bytes(ctx.skb.skb as *const _, off as u32, to, size)
     })
 }
@@ -633,8 +633,8 @@ extern "C" fn line_byte(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 /// Turns the INVITE in `ctx` into its 403 answer, in place: false when it cannot (IPv6, whose
-/// UDP checksum would need recomputing over the whole message; a request line too long or too
-/// short for the template), and the caller drops it instead.
+/// UDP checksum would need recomputing over the whole message; TCP; a request line too long or
+/// too short for the template), and the caller drops it instead.
 #[inline(always)]
 fn answer_in_place(ctx: &XdpContext, line: usize, reply: u32) -> bool {
     if !(12..LINE_MAX).contains(&line) {
@@ -661,6 +661,10 @@ fn answer_in_place(ctx: &XdpContext, line: usize, reply: u32) -> bool {
         l3 += 4;
     }
     if proto != 0x0800 || l3 + 20 > end {
+        return false;
+    }
+    // UDP only: a TCP segment cannot be turned around (its sequence numbers); it is dropped.
+    if unsafe { *((l3 + 9) as *const u8) } != 17 {
         return false;
     }
     let ihl = ((unsafe { *(l3 as *const u8) } & 0x0f) as usize) * 4;

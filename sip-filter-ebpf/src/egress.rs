@@ -11,7 +11,7 @@ use crate::{
     ban::{self, Failure},
     calls, flood,
     maps::{FLOWS, config, count, count_at, now, trace},
-    parse::{self, IPPROTO_UDP, sip},
+    parse::{self, IPPROTO_TCP, IPPROTO_UDP, sip},
     policy::is_sip_port,
 };
 
@@ -30,7 +30,8 @@ pub fn run(ctx: &TcContext) -> i32 {
     let Ok(pkt) = parse::packet(ctx.data(), ctx.data_end()) else {
         return TC_ACT_OK;
     };
-    if pkt.proto != IPPROTO_UDP || !pkt.has_ports {
+    // Plain SIP over UDP and TCP (one message per segment, as the PBX sends its answers).
+    if (pkt.proto != IPPROTO_UDP && pkt.proto != IPPROTO_TCP) || !pkt.has_ports {
         return TC_ACT_OK;
     }
     let p = pkt.payload;

@@ -19,7 +19,7 @@ use crate::{
     ban, calls, flood, geo,
     maps::{FLOWS, PROGS, config, count, count_at, trace},
     parse::{
-        self, IPPROTO_UDP, Packet, Skip,
+        self, IPPROTO_TCP, IPPROTO_UDP, Packet, Skip,
         sip::{self, Start},
     },
     policy::{in_scope, is_sip_request_port},
@@ -364,13 +364,15 @@ fn scan_copy(ctx: &XdpContext, pkt: &Packet) -> u8 {
     };
     let off = (pkt.payload - ctx.data()) as u64;
     let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
-    let msg = pkt.udp_payload_len as u64;
+    let msg = pkt.msg_len as u64;
     let load = |to, size| unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, to, size) };
     match scratch::copy::<{ SCAN_BUF as u64 }>(off, total, msg, load) {
         None => creds::UNKNOWN,
         Some(0) => creds::NONE,
         Some(size) => {
-            let truncated = pkt.first_fragment || msg > size;
+            // A TCP segment whose header section does not end in it continues in the next one: its
+    // credentials are unknown.
+    let truncated = pkt.first_fragment || msg > size || pkt.proto == IPPROTO_TCP;
             sip::scan_credentials(buf, size, truncated)
         }
     }

@@ -32,8 +32,11 @@ pub fn in_scope(cfg: &Config, p: &Packet) -> bool {
     }
 }
 
-/// Is this a UDP packet to a SIP port, whose request the ingress program inspects?
+/// Is this a SIP message to a SIP port, which the ingress program inspects: UDP, or a TCP
+/// segment with data (plain SIP over TCP; TLS is judged by address only)?
 #[inline(always)]
 pub fn is_sip_request_port(cfg: &Config, p: &Packet) -> bool {
-    p.proto == IPPROTO_UDP && p.has_ports && is_sip_port(cfg, p.dport)
+    (p.proto == IPPROTO_UDP || (p.proto == IPPROTO_TCP && p.msg_len > 0))
+        && p.has_ports
+        && is_sip_port(cfg, p.dport)
 }

@@ -43,6 +43,8 @@ pub struct Packet {
     pub v6_ext: Vec<Ext>,
     /// Overrides the UDP length field (to fake a lying header).
     pub udp_len: Option<u16>,
+    /// TCP options bytes (NOPs), a multiple of 4.
+    pub tcp_options: usize,
 }
 
 impl Packet {
@@ -59,14 +61,31 @@ impl Packet {
             v4_frag: (0, false),
             v6_ext: Vec::new(),
             udp_len: None,
+            tcp_options: 0,
         }
     }
 
     pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16) -> Self {
+        Self::tcp_data(src, sport, dst, dport, Vec::new())
+    }
+
+    /// A TCP segment carrying `payload` (a SYN when it is empty, PSH+ACK otherwise).
+    pub fn tcp_data(
+        src: &str,
+        sport: u16,
+        dst: &str,
+        dport: u16,
+        payload: impl Into<Vec<u8>>,
+    ) -> Self {
         Self {
             l4: L4::Tcp,
-            ..Self::udp(src, sport, dst, dport, Vec::new())
+            ..Self::udp(src, sport, dst, dport, payload)
         }
+    }
+
+    pub fn tcp_options(mut self, len: usize) -> Self {
+        self.tcp_options = len.div_ceil(4) * 4;
+        self
     }
 
     pub fn vlan(mut self, tpid: u16, vid: u16) -> Self {
@@ -185,9 +204,12 @@ impl Packet {
                 t.extend_from_slice(&self.dport.to_be_bytes());
                 t.extend_from_slice(&1u32.to_be_bytes()); // seq
                 t.extend_from_slice(&0u32.to_be_bytes()); // ack
-                t.extend_from_slice(&[0x50, 0x02]); // data offset 5, SYN
+                let doff = (5 + self.tcp_options / 4) as u8;
+                let flags = if self.payload.is_empty() { 0x02 } else { 0x18 }; // SYN; PSH+ACK
+                t.extend_from_slice(&[doff << 4, flags]);
                 t.extend_from_slice(&0xffffu16.to_be_bytes());
                 t.extend_from_slice(&[0, 0, 0, 0]);
+                t.extend(std::iter::repeat_n(1u8, self.tcp_options)); // NOPs
             }
             L4::Raw(_) => {}
         }

@@ -36,6 +36,10 @@ mod off {
     pub const L4_SPORT: usize = 0;
     pub const L4_DPORT: usize = 2;
     pub const UDP_LEN: usize = 4;
+    /// IPv4: total length; IPv6: payload length; TCP: the data offset's byte.
+    pub const V4_LEN: usize = 2;
+    pub const V6_PAYLOAD_LEN: usize = 4;
+    pub const TCP_DOFF: usize = 12;
 }
 
 /// IPv6 extension headers walked to reach the transport header.
@@ -96,10 +100,11 @@ pub struct Packet {
     pub first_fragment: bool,
     pub sport: u16,
     pub dport: u16,
-    /// Pointer to the transport payload (valid when `proto` is UDP and `has_ports`).
+    /// Pointer to the transport payload (valid when `proto` is UDP or TCP and `has_ports`).
     pub payload: usize,
-    /// UDP payload length from the UDP header.
-    pub udp_payload_len: u16,
+    /// The transport payload's length: UDP's, from its header; a TCP segment's, from the IP
+    /// length less the headers (0 for a segment without data).
+    pub msg_len: u16,
 }
 
 #[inline(always)]
@@ -169,12 +174,15 @@ fn ipv4(c: &mut Cursor) -> Result<Packet, Skip> {
         sport: 0,
         dport: 0,
         payload: 0,
-        udp_payload_len: 0,
+        msg_len: 0,
     };
     if offset != 0 {
         return Ok(p);
     }
-    transport(c, &mut p)?;
+    // The bytes from the transport header on (a TCP segment's length is known only so).
+    let total = be16(unsafe { ip.add(off::V4_LEN) }) as usize;
+    let l4_len = total.saturating_sub(ihl * 4);
+    transport(c, &mut p, l4_len)?;
     Ok(p)
 }
 
@@ -194,9 +202,10 @@ fn ipv6(c: &mut Cursor) -> Result<Packet, Skip> {
         sport: 0,
         dport: 0,
         payload: 0,
-        udp_payload_len: 0,
+        msg_len: 0,
     };
     let mut next = unsafe { *ip.add(off::V6_NEXT) };
+    let after_ip = c.pos;
     // The arms stay apart: merging them (a unit chosen by header type) made the verifier's
     // walk of the unrolled loop hit its 1M-instruction limit (docs/verifier.md, pitfall 10).
     for _ in 0..MAX_V6_EXT {
@@ -236,12 +245,16 @@ fn ipv6(c: &mut Cursor) -> Result<Packet, Skip> {
         }
     }
     p.proto = next;
-    transport(c, &mut p)?;
+    let payload_len = be16(unsafe { ip.add(off::V6_PAYLOAD_LEN) }) as usize;
+    let l4_len = payload_len.saturating_sub(c.pos - after_ip);
+    transport(c, &mut p, l4_len)?;
     Ok(p)
 }
 
+/// The ports, and where the payload starts and how long it is; `l4_len`: the bytes from the
+/// transport header on, as the IP header says.
 #[inline(always)]
-fn transport(c: &mut Cursor, p: &mut Packet) -> Result<(), Skip> {
+fn transport(c: &mut Cursor, p: &mut Packet, l4_len: usize) -> Result<(), Skip> {
     match p.proto {
         IPPROTO_UDP => {
             let u = c.take::<[u8; 8]>().ok_or(Skip::Malformed)? as *const u8;
@@ -251,16 +264,24 @@ fn transport(c: &mut Cursor, p: &mut Packet) -> Result<(), Skip> {
             if len < 8 {
                 return Err(Skip::Malformed);
             }
-            p.udp_payload_len = len - 8;
+            p.msg_len = len - 8;
             p.payload = c.pos;
             p.has_ports = true;
         }
         IPPROTO_TCP => {
-            // Only the ports matter: a ban with scope "sip" covers SIP over TCP and TLS.
-            let t = c.take::<[u8; 4]>().ok_or(Skip::Malformed)? as *const u8;
+            // The ports (a ban with scope "sip" covers SIP over TCP and TLS) and the segment's
+            // data: plain SIP over TCP is inspected like UDP, one message per segment.
+            let t = c.take::<[u8; 20]>().ok_or(Skip::Malformed)? as *const u8;
             p.sport = be16(unsafe { t.add(off::L4_SPORT) });
             p.dport = be16(unsafe { t.add(off::L4_DPORT) });
             p.has_ports = true;
+            let hlen = ((unsafe { *t.add(off::TCP_DOFF) } >> 4) as usize) * 4;
+            if hlen < 20 || c.pos + (hlen - 20) > c.end {
+                return Err(Skip::Malformed);
+            }
+            c.pos += hlen - 20;
+            p.payload = c.pos;
+            p.msg_len = l4_len.saturating_sub(hlen) as u16;
         }
         _ => {}
     }
