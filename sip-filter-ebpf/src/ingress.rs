@@ -371,8 +371,8 @@ fn scan_copy(ctx: &XdpContext, pkt: &Packet) -> u8 {
         Some(0) => creds::NONE,
         Some(size) => {
             // A TCP segment whose header section does not end in it continues in the next one: its
-    // credentials are unknown.
-    let truncated = pkt.first_fragment || msg > size || pkt.proto == IPPROTO_TCP;
+            // credentials are unknown.
+            let truncated = pkt.first_fragment || msg > size || pkt.proto == IPPROTO_TCP;
             sip::scan_credentials(buf, size, truncated)
         }
     }

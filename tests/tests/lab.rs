@@ -1024,3 +1024,60 @@ fn s12_a_register_flood_is_rate_limited_while_fifty_phones_register() {
         stats.successful, stats.created
     ));
 }
+
+#[test]
+fn s13_a_sipp_brute_force_over_tcp_is_banned_at_exactly_max_failures() {
+    let lab = start(LabConfig::default());
+    let me = lab.attacker.addr;
+    let max = lab.config.max_failures as usize;
+    // Positive control first: a phone that knows its password registers over TCP.
+    let good = Phones {
+        accounts: lab::accounts(110..=110),
+        rate: 5.0,
+        total: 3,
+        answer_timeout: Duration::from_secs(5),
+    };
+    let ok = lab
+        .sipp_tcp_from(&lab.phones, &good)
+        .unwrap()
+        .finish(Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(ok.successful, 3, "registrations over TCP succeed: {ok:?}");
+
+    // 30 wrong passwords for 101 over one TCP connection, 5 a second.
+    let guesses = Phones {
+        accounts: (0..30).map(|i| (101, format!("wrong-{i}"))).collect(),
+        rate: 5.0,
+        total: 30,
+        answer_timeout: Duration::from_secs(2),
+    };
+    let mut sipp = lab.sipp_tcp_from(&lab.attacker, &guesses).unwrap();
+    lab.wait_ban_logged(lab::ATTACKER, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no ban logged:\n{}", lab.filter.log()));
+    sleep(3.0);
+    sipp.tool.stop();
+
+    let ban = lab
+        .ban_of(lab::ATTACKER)
+        .expect("ban list shows the attacker");
+    assert_eq!(ban["reason"], "auth-failures", "{ban}");
+    assert_eq!(
+        ban["failures"], max as u64,
+        "banned at exactly max_failures"
+    );
+    let seen = lab.guesses_from(me);
+    assert_eq!(
+        seen.len(),
+        max,
+        "exactly max_failures guesses reached the PBX, none after the ban: {seen:#?}"
+    );
+    assert!(
+        seen.iter().all(|g| g.user == "101" && g.code == 401),
+        "{seen:#?}"
+    );
+    report(format!(
+        "scenario 13: SIPp brute force over TCP: {} guesses reached the PBX (max_failures = {max}), \
+         banned at the {max}th; a phone registered 3/3 over TCP before",
+        seen.len()
+    ));
+}

@@ -63,8 +63,9 @@ pub fn config(listen: &[IpAddr], ctl_socket: &Path) -> String {
     let listen: String = listen
         .iter()
         .map(|a| match a {
-            IpAddr::V4(a) => format!("listen=udp:{a}:5060\n"),
-            IpAddr::V6(a) => format!("listen=udp:[{a}]:5060\n"),
+            // UDP, and TCP for the scenario of SIP over TCP.
+            IpAddr::V4(a) => format!("listen=udp:{a}:5060\nlisten=tcp:{a}:5060\n"),
+            IpAddr::V6(a) => format!("listen=udp:[{a}]:5060\nlisten=tcp:[{a}]:5060\n"),
         })
         .collect();
     let (first, last) = (EXTENSIONS.start(), EXTENSIONS.end());
@@ -79,11 +80,11 @@ pub fn config(listen: &[IpAddr], ctl_socket: &Path) -> String {
 debug=2
 log_stderror=yes
 children=2
+tcp_children=2
 auto_aliases=no
 dns=no
 rev_dns=no
 use_dns_cache=off
-disable_tcp=yes
 {listen}server_header="Server: lab-pbx"
 
 mpath="{MODULES}"

@@ -481,6 +481,18 @@ impl Lab {
         )
     }
 
+    /// SIPp registering `phones` from `host` over one TCP connection.
+    pub fn sipp_tcp_from(&self, host: &Host, phones: &Phones) -> Result<Sipp> {
+        Sipp::start_on(
+            &host.ns,
+            self.files(),
+            host.addr,
+            self.pbx_for(host.addr),
+            phones,
+            "t1",
+        )
+    }
+
     /// SIPp registering `phones` from `host` directly.
     pub fn sipp_from(&self, host: &Host, phones: &Phones) -> Result<Sipp> {
         Sipp::start(

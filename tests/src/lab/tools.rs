@@ -470,6 +470,19 @@ impl Sipp {
         target: IpAddr,
         phones: &Phones,
     ) -> Result<Sipp> {
+        Self::start_on(host, dir, me, target, phones, "un")
+    }
+
+    /// [`Sipp::start`] over SIPp's transport `transport` (`un`: a UDP socket per call; `t1`:
+    /// one TCP connection for all).
+    pub fn start_on(
+        host: &Netns,
+        dir: &Path,
+        me: IpAddr,
+        target: IpAddr,
+        phones: &Phones,
+        transport: &str,
+    ) -> Result<Sipp> {
         let tag = crate::netns::unique("s");
         let xml = dir.join("register.xml");
         std::fs::write(&xml, REGISTER_XML.replace("REALM", REALM))?;
@@ -492,7 +505,14 @@ impl Sipp {
             .arg(&xml)
             .arg("-inf")
             .arg(&csv)
-            .args(["-i", &me.to_string(), "-t", "un", "-max_socket", "2048"])
+            .args([
+                "-i",
+                &me.to_string(),
+                "-t",
+                transport,
+                "-max_socket",
+                "2048",
+            ])
             // No default BYE on failed calls: a failed registration is just that.
             .arg("-nd")
             // Calls per 10 s, so that fractional rates work.
