@@ -183,6 +183,18 @@ pub fn register600(src: IpAddr, sport: u16) -> Vec<u8> {
     .build()
 }
 
+/// `register600` in one TCP segment.
+pub fn register600_tcp(src: IpAddr, sport: u16) -> Vec<u8> {
+    Packet::tcp_data(
+        &src.to_string(),
+        sport,
+        pbx_for(src),
+        5060,
+        register600_msg(),
+    )
+    .build()
+}
+
 /// A 1,200-byte INVITE as softphones send it: a dozen headers, `Proxy-Authorization`, and an
 /// SDP offer with several codecs (padded with attribute lines to exactly 1,200 bytes).
 pub fn invite1200_msg() -> String {
