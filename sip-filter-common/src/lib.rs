@@ -114,6 +114,10 @@ pub struct Config {
     pub flood_block_ns: u64,
     /// How long a 2xx to a credentialed request makes its source trusted.
     pub trust_time_ns: u64,
+    /// Failures of one extension from untrusted sources that lock it (0: off).
+    pub ext_max_failures: u32,
+    /// Extensions a trusted source may fail on before it is banned as a whole.
+    pub max_failing_exts: u32,
 }
 
 impl Config {
@@ -167,6 +171,8 @@ impl Default for Config {
             flood_per_ns: 2 * SEC,
             flood_block_ns: 300 * SEC,
             trust_time_ns: 86_400 * SEC,
+            ext_max_failures: 10,
+            max_failing_exts: 3,
         }
     }
 }
@@ -184,8 +190,10 @@ pub enum BanReason {
     /// Its User-Agent is a scanner's (`[scanners]`): banned at the first request.
     Scanner = 4,
     /// Over the flood guard's rate (`[flood]`): dropped for `block_for`. Not a ban: no
-    /// history, not kept across a restart of the host.
+    /// offence in the history.
     Flood = 5,
+    /// A credentialed request for a locked extension from a source not trusted for it.
+    LockedExtension = 6,
 }
 
 impl BanReason {
@@ -196,6 +204,7 @@ impl BanReason {
             3 => Some(Self::Manual),
             4 => Some(Self::Scanner),
             5 => Some(Self::Flood),
+            6 => Some(Self::LockedExtension),
             _ => None,
         }
     }
@@ -206,6 +215,7 @@ impl BanReason {
             Self::Manual => "manual",
             Self::Scanner => "scanner",
             Self::Flood => "flood",
+            Self::LockedExtension => "locked-extension",
         }
     }
 
@@ -218,6 +228,7 @@ impl BanReason {
             Self::Manual => Some(Reason::BansManual),
             Self::Scanner => Some(Reason::BansScanner),
             Self::Flood => Some(Reason::FloodLimited),
+            Self::LockedExtension => Some(Reason::BansLockedExt),
         }
     }
 
@@ -230,12 +241,13 @@ impl BanReason {
     }
 
     /// Every reason, for reports that list them all.
-    pub const ALL: [BanReason; 5] = [
+    pub const ALL: [BanReason; 6] = [
         Self::AuthFailures,
         Self::NotFound,
         Self::Manual,
         Self::Scanner,
         Self::Flood,
+        Self::LockedExtension,
     ];
 
     /// The reason named `name` (what `as_str` gives; the state file stores names).
@@ -494,7 +506,12 @@ pub struct Flow {
     pub creds: u8,
     /// Pending REGISTERs and INVITEs (a 404 to them is an extension scan).
     pub register_invite: u8,
-    pub _pad: [u8; 5],
+    /// The last credentialed request carried a nonce the PBX issued to this address: it came
+    /// from there (a forger never sees the challenge).
+    pub nonce_ok: u8,
+    pub _pad: [u8; 4],
+    /// The last credentialed request's extension (`ext_id` of its digest username; 0: none).
+    pub ext: u64,
 }
 
 /// Value of `SOURCES` (key: masked source address): what the ingress program keeps per source.
@@ -507,6 +524,98 @@ pub struct Source {
     /// Trusted until then: a 2xx answered one of its credentialed requests (it holds a working
     /// account). Written by the egress program.
     pub trusted_until_ns: u64,
+    /// A trusted source's failing extensions in the window from `spread_first_ns` (more than
+    /// `max_failing_extensions` ban it as a whole).
+    pub spread_first_ns: u64,
+    pub spread: u32,
+    pub _pad: u32,
+}
+
+/// `ext_id`: an extension (digest username, zero-padded) as the maps key it, a hash of its
+/// four words. The kernel and userspace both call this function.
+#[inline(always)]
+pub fn ext_id(e: &Extension) -> u64 {
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    let mut i = 0;
+    while i < EXT_LEN / 8 {
+        let w = u64::from_le_bytes([
+            e[8 * i],
+            e[8 * i + 1],
+            e[8 * i + 2],
+            e[8 * i + 3],
+            e[8 * i + 4],
+            e[8 * i + 5],
+            e[8 * i + 6],
+            e[8 * i + 7],
+        ]);
+        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 29;
+        i += 1;
+    }
+    h | 1
+}
+
+/// Key of `PAIRS` and `NONCES`: a source (masked address) and a number (an `ext_id`, a nonce's
+/// hash).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SourceKey {
+    pub addr: [u8; 16],
+    pub id: u64,
+}
+
+/// Value of `PAIRS`: one source and one extension. Trust is learned per pair (a 2xx to a
+/// credentialed request for it); a trusted source's failures count against the pair, which is
+/// blocked at `auth_max_failures`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Pair {
+    pub trusted_until_ns: u64,
+    pub blocked_until_ns: u64,
+    pub first_ns: u64,
+    pub failures: u32,
+    pub _pad: u32,
+}
+
+/// Value of `EXT_FAILURES`: failures of one extension from untrusted sources, in the window
+/// from `first_ns`, and its name (for the lock's listing).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ExtFailures {
+    pub first_ns: u64,
+    pub failures: u32,
+    pub _pad: u32,
+    pub name: Extension,
+}
+
+/// Value of `EXT_LOCKS`: a locked extension (key: `ext_id`): its credentialed requests are
+/// dropped, and their sources banned, unless the source is trusted for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ExtLock {
+    pub created_ns: u64,
+    pub until_ns: u64,
+    pub failures: u32,
+    pub _pad: u32,
+    pub name: Extension,
+}
+
+/// `ExtEvent::kind`.
+pub const EXT_LOCKED: u8 = 0;
+pub const PAIR_BLOCKED: u8 = 1;
+
+/// Ring buffer record of an extension locked (`EXT_LOCKED`) or a pair blocked (`PAIR_BLOCKED`,
+/// `addr` the source); told from the other records by its size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtEvent {
+    pub name: Extension,
+    pub addr: [u8; 16],
+    pub until_ns: u64,
+    pub failures: u32,
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    pub ext: u64,
 }
 
 /// Bytes of the User-Agent compared with the scanner signatures.
@@ -653,18 +762,28 @@ mod user {
     unsafe impl aya::Pod for ExtNumber {}
     unsafe impl aya::Pod for CallWindow {}
     unsafe impl aya::Pod for Source {}
+    unsafe impl aya::Pod for SourceKey {}
+    unsafe impl aya::Pod for Pair {}
+    unsafe impl aya::Pod for ExtFailures {}
+    unsafe impl aya::Pod for ExtLock {}
+    unsafe impl aya::Pod for ExtEvent {}
 }
 
 /// Sizes pinned here must match the kernel side; a struct that grows implicit padding fails to
 /// compile instead of silently misreading a map.
 const _: () = {
     use core::mem::size_of;
-    assert!(size_of::<Config>() == 16 + 2 + 6 + 8 + 16 + 8 + 32 + 8 + 48);
-    assert!(size_of::<Source>() == 16);
+    assert!(size_of::<Config>() == 16 + 2 + 6 + 8 + 16 + 8 + 32 + 8 + 48 + 8);
+    assert!(size_of::<Source>() == 32);
+    assert!(size_of::<SourceKey>() == 24);
+    assert!(size_of::<Pair>() == 32);
+    assert!(size_of::<ExtFailures>() == 16 + EXT_LEN);
+    assert!(size_of::<ExtLock>() == 24 + EXT_LEN);
+    assert!(size_of::<ExtEvent>() == EXT_LEN + 40);
     assert!(size_of::<CallRule>() == 8);
     assert!(size_of::<Ban>() == 64);
     assert!(size_of::<FlowKey>() == 20);
-    assert!(size_of::<Flow>() == 8);
+    assert!(size_of::<Flow>() == 16);
     assert!(size_of::<Failures>() == 24);
     assert!(size_of::<BanEvent>() == 48);
     // Told apart from a `BanEvent` in the ring by its size.

@@ -9,9 +9,10 @@
 use core::mem::size_of;
 
 use crate::{
-    Ban, CallDigits, CallLimits, CallReply, CallRule, CallWindow, Config, ExtCalls, ExtNumber,
-    Extension, Failures, Flow, FlowKey, GeoBits, GeoKey, MAX_CALL_RULES, MAX_SIGNATURES,
-    SCRATCH_LEN, SCRATCH_PAD, STATS_SLOTS, Source, Trace, UserAgent,
+    Ban, CallDigits, CallLimits, CallReply, CallRule, CallWindow, Config, ExtCalls, ExtFailures,
+    ExtLock, ExtNumber, Extension, Failures, Flow, FlowKey, GeoBits, GeoKey, MAX_CALL_RULES,
+    MAX_SIGNATURES, Pair, SCRATCH_LEN, SCRATCH_PAD, STATS_SLOTS, Source, SourceKey, Trace,
+    UserAgent,
 };
 
 /// The kernel map types the dataplane uses.
@@ -157,6 +158,14 @@ maps! {
     SCANNER_STATS: <u32, u64> PerCpuArray, Reporting, MAX_SIGNATURES;
     /// Per source: the flood guard's bucket and the learned trust.
     SOURCES: <Addr, Source> LruHash, Tracking, 524_288;
+    /// Per source and extension: trust, failures and the block of a trusted source's pair.
+    PAIRS: <SourceKey, Pair> LruHash, Tracking, 262_144;
+    /// The nonces the PBX issued, per client address (the key's `id`: the nonce's hash).
+    NONCES: <SourceKey, u64> LruHash, Tracking, 262_144;
+    /// Failures per extension from untrusted sources.
+    EXT_FAILURES: <u64, ExtFailures> LruHash, Tracking, 65_536;
+    /// Locked extensions (a plain hash: pressure never evicts a lock).
+    EXT_LOCKS: <u64, ExtLock> Hash, Bans, 16_384;
 }
 
 /// The row of the map called `name`.

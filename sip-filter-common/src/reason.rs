@@ -102,6 +102,15 @@ reasons! {
     BansScanner = "bans_scanner", "ban", "bans the kernel issued for a scanner's User-Agent";
     FloodLimited = "flood_limited", "ban", "sources the flood guard started dropping (over max_requests per per)";
     TrustLearned = "trust_learned", "count", "2xx answers to credentialed requests that made (or kept) their source trusted";
+    /// Verdict: dropped, a credentialed request for an extension blocked from this source.
+    DroppedPair = "dropped_pair", "drop", "credentialed requests dropped because their extension is blocked from their (trusted) source";
+    /// Verdict: dropped, a credentialed request for a locked extension (its source is banned).
+    DroppedExtLocked = "dropped_ext_locked", "drop", "credentialed requests dropped because their extension is locked (their untrusted source banned)";
+    UnprovenFailures = "failures_unproven", "count", "failures of a trusted source not counted: the request's nonce was not one the PBX issued to that address (forged)";
+    PairBlocks = "pairs_blocked", "ban", "extensions blocked from one trusted source after max_failures of theirs";
+    ExtLocks = "extensions_locked", "ban", "extensions locked after max_failures_per_extension failures from untrusted sources";
+    BansLockedExt = "bans_locked_extension", "ban", "bans of untrusted sources that tried a locked extension";
+    BansSpread = "bans_failing_extensions", "ban", "trusted sources banned for failing on more than max_failing_extensions extensions";
 }
 
 /// Slots in `STATS`: room for counters added later without resizing a pinned map.

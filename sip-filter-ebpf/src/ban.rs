@@ -51,6 +51,31 @@ pub fn ban_now(key: &[u8; 16], addr: &[u8; 16], reason: BanReason, ban_time: u64
     }
 }
 
+/// Bans `key` now for `auth_ban_time`, for `failures` counted since `first_ns`.
+#[inline(always)]
+pub fn ban_for(
+    key: &[u8; 16],
+    addr: &[u8; 16],
+    reason: BanReason,
+    failures: u32,
+    first_ns: u64,
+    cfg: &Config,
+) {
+    let t = now();
+    if let Some(outcome) = ban(
+        key,
+        addr,
+        reason,
+        failures,
+        first_ns,
+        cfg.auth_ban_time_ns,
+        cfg,
+        t,
+    ) {
+        trace(cfg, move |tr| tr.detail = outcome as u32);
+    }
+}
+
 /// What a counted failure is.
 #[derive(Clone, Copy)]
 pub enum Failure {

@@ -204,44 +204,22 @@ pub fn take_mark(cfg: &sip_filter_common::Config) -> u64 {
     if cfg.calls_active == 0 { 0 } else { m }
 }
 
-/// The credentials scan's state: the next byte, where it is, the username's length.
-const C_POS: usize = 0;
-const C_STATE: usize = 1;
-const C_LEN: usize = 2;
-const SEEK: u64 = 0;
-const IN_USERNAME: u64 = 1;
-/// Bytes of the credentials header read for the username.
-const CRED_SCAN: u32 = 512;
-const LOWER: u64 = 0x2020_2020_2020_2020;
-
 /// The limits on the INVITE in the scratch buffer, whose credentials header starts at `at`:
 /// `Some(action)` when it is refused (answered 403, or dropped when it cannot be answered).
 #[inline(always)]
 pub fn limits(ctx: &XdpContext, src: &[u8; 16], at: u64, number: u64) -> Option<u32> {
     let lim = CALL_LIMITS.get(0)?;
     let buf = scratch::buf()?;
+    // Whose call: the digest username, at `EXT_OFF`.
+    let digest = crate::creds::read(at)?;
     let st = unsafe { buf.add(CRED_OFF) } as *mut u64;
     unsafe {
-        for i in 0..(EXT_LEN / 8) {
-            *(buf.add(EXT_OFF + 8 * i) as *mut u64) = 0;
-        }
         *(buf.add(EXT_OFF + EXT_LEN) as *mut u64) = number;
-        *st.add(C_POS) = at;
-        *st.add(C_STATE) = SEEK;
-        *st.add(C_LEN) = 0;
         *st.add(I_POS) = 0;
         *st.add(I_STATE) = IN_LINE;
         *st.add(I_HASH) = 0xcbf2_9ce4_8422_2325;
     }
     let mut c = ScanCtx { buf };
-    unsafe {
-        bpf_loop(
-            CRED_SCAN,
-            cred_byte as *mut core::ffi::c_void,
-            &mut c as *mut ScanCtx as *mut core::ffi::c_void,
-            0,
-        )
-    };
     unsafe {
         bpf_loop(
             CALL_ID_SCAN,
@@ -253,8 +231,8 @@ pub fn limits(ctx: &XdpContext, src: &[u8; 16], at: u64, number: u64) -> Option<
     // Which call: retransmissions of an INVITE (and the INVITE after a challenge) keep its
     // Call-ID. The digest response would not do: two challenges in one second can carry the
     // same nonce, and a client with a fixed cnonce then sends the same response twice.
-    let (len, call) = unsafe { (*st.add(C_LEN), *st.add(I_HASH)) };
-    if len == 0 {
+    let call = unsafe { *st.add(I_HASH) };
+    if digest.ext == 0 {
         return None;
     }
     let ext = unsafe { &*(buf.add(EXT_OFF) as *const Extension) };
@@ -316,47 +294,9 @@ pub fn limits(ctx: &XdpContext, src: &[u8; 16], at: u64, number: u64) -> Option<
     }
 }
 
-/// One byte of the credentials header: 1 stops the loop.
-extern "C" fn cred_byte(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    let buf = unsafe { (*(ctx as *mut ScanCtx)).buf };
-    let st = unsafe { buf.add(CRED_OFF) } as *mut u64;
-    let get = |i: usize| unsafe { *st.add(i) };
-    let set = |i: usize, v: u64| unsafe { *st.add(i) = v };
-    let p = (get(C_POS) as usize) & 0x7ff;
-    let c = at(buf, p);
-    set(C_POS, p as u64 + 1);
-    if c == b'\r' || c == b'\n' || c == 0 {
-        return 1;
-    }
-    match get(C_STATE) {
-        SEEK => {
-            let w = unsafe { core::ptr::read_unaligned(buf.add(p & MASK) as *const u64) } | LOWER;
-            let eq = at(buf, p + 8) == b'=';
-            let quoted = at(buf, p + 9) == b'"';
-            let skip = 9 + quoted as u64;
-            if eq && w == u64::from_le_bytes(*b"username") {
-                set(C_STATE, IN_USERNAME);
-                set(C_POS, p as u64 + skip);
-            }
-        }
-        IN_USERNAME => {
-            if c == b'"' || c == b',' || c == b' ' {
-                set(C_STATE, SEEK);
-            } else {
-                let n = get(C_LEN) as usize;
-                if n < EXT_LEN {
-                    unsafe { *buf.add(EXT_OFF + (n & (EXT_LEN - 1))) = c };
-                    set(C_LEN, n as u64 + 1);
-                }
-            }
-        }
-        // The username read: nothing more is needed from this header.
-        _ => return 1,
-    }
-    0
-}
+const LOWER: u64 = 0x2020_2020_2020_2020;
 
-/// The Call-ID scan's state words (after the credentials scan's) and its states: in a line,
+/// The Call-ID scan's state words (after `creds`') and its states: in a line,
 /// at a line's start, in the Call-ID's value.
 const I_POS: usize = 4;
 const I_STATE: usize = 5;

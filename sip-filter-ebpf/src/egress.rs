@@ -9,10 +9,11 @@ use sip_filter_common::{CALL_EGRESS, Config, Flow, FlowKey, Reason};
 
 use crate::{
     ban::{self, Failure},
-    calls, flood,
+    calls, creds,
     maps::{FLOWS, config, count, count_at, now, trace},
     parse::{self, IPPROTO_TCP, IPPROTO_UDP, sip},
     policy::is_sip_port,
+    scratch, trust,
 };
 
 /// Enough linear bytes for two VLAN tags, IPv6 with extension headers, UDP and a status line.
@@ -48,7 +49,7 @@ pub fn run(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     }
     if first12[..8] == *b"SIP/2.0 " && is_sip_port(cfg, pkt.sport) {
-        let _ = answer(cfg, &pkt, &first12);
+        let _ = answer(ctx, cfg, &pkt, &first12);
     }
     TC_ACT_OK
 }
@@ -72,7 +73,7 @@ fn call_blocked(ctx: &TcContext, pkt: &parse::Packet) -> bool {
 /// Judges one answer of the PBX (`first12`, its first bytes); the trace gets what it was and
 /// what it caused.
 #[inline(always)]
-fn answer(cfg: &Config, pkt: &parse::Packet, first12: &[u8; 12]) -> Option<()> {
+fn answer(ctx: &TcContext, cfg: &Config, pkt: &parse::Packet, first12: &[u8; 12]) -> Option<()> {
     let code = sip::status(first12)?;
     let class = (code / 100) as u32;
     let counted = (1..=6).contains(&class);
@@ -102,15 +103,20 @@ fn answer(cfg: &Config, pkt: &parse::Packet, first12: &[u8; 12]) -> Option<()> {
     // retransmitted answer finds nothing left to pair with and does not count twice.
     let key = ban::source_key(&pkt.dst, pkt.is_v6, cfg);
     let dst = &pkt.dst;
+    if code == 401 || code == 407 {
+        // The nonce it issues: a credentialed request from the client that carries it answers
+        // this challenge, so it came from this address.
+        trust::issued(&key, challenge(ctx, pkt));
+    }
     match code {
         // A challenge to a request without credentials is the first step of digest auth.
         401 | 407 if f.creds > 0 => {
             f.creds -= 1;
-            ban::record_failure(&key, dst, Failure::Auth, cfg, now());
+            failure(&key, dst, &f, cfg);
         }
         403 => {
             f.creds = f.creds.saturating_sub(1);
-            ban::record_failure(&key, dst, Failure::Auth, cfg, now());
+            failure(&key, dst, &f, cfg);
         }
         404 if f.register_invite > 0 => {
             f.register_invite -= 1;
@@ -120,7 +126,7 @@ fn answer(cfg: &Config, pkt: &parse::Packet, first12: &[u8; 12]) -> Option<()> {
         200..=299 if f.creds > 0 && f.pending <= f.creds => {
             f.creds -= 1;
             ban::reset_auth(&key, cfg);
-            flood::trust(&key, cfg);
+            trust::learned(&key, f.ext, cfg);
         }
         _ => {}
     }
@@ -131,4 +137,45 @@ fn answer(cfg: &Config, pkt: &parse::Packet, first12: &[u8; 12]) -> Option<()> {
         unsafe { *p = f };
     }
     Some(())
+}
+
+/// An authentication failure of the client `key` (the pending request `f`). A trusted source's
+/// counts against its extension from it, and only when the request provably came from it (its
+/// nonce was issued to it); an untrusted source's against it, and against the extension.
+#[inline(always)]
+fn failure(key: &[u8; 16], dst: &[u8; 16], f: &Flow, cfg: &Config) {
+    if trust::is_trusted(key) {
+        if f.nonce_ok == 0 {
+            count(Reason::UnprovenFailures);
+            trace(cfg, |t| t.verdict = Reason::UnprovenFailures as u32);
+            return;
+        }
+        if f.ext != 0 {
+            trust::pair_failure(key, dst, f.ext, cfg);
+        }
+        return;
+    }
+    ban::record_failure(key, dst, Failure::Auth, cfg, now());
+    if f.ext != 0 {
+        trust::ext_failure(f.ext, cfg);
+    }
+}
+
+/// The nonce's hash of the challenge the PBX sends in this response (0: none).
+#[inline(always)]
+fn challenge(ctx: &TcContext, pkt: &parse::Packet) -> u64 {
+    let off = (pkt.payload - ctx.data()) as u64;
+    let total = ctx.len() as u64;
+    let load = |to, size| unsafe {
+        aya_ebpf::helpers::generated::bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            off as u32,
+            to,
+            size,
+        )
+    };
+    match scratch::copy::<{ creds::CHALLENGE_SCAN as u64 }>(off, total, pkt.msg_len as u64, load) {
+        Some(n) if n > 0 => creds::challenge_nonce(),
+        _ => 0,
+    }
 }

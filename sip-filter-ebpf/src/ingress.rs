@@ -23,7 +23,7 @@ use crate::{
         sip::{self, Start},
     },
     policy::{in_scope, is_sip_request_port},
-    scanners, scratch,
+    scanners, scratch, trust,
 };
 
 pub fn run(ctx: &XdpContext) -> u32 {
@@ -270,7 +270,7 @@ fn inspect_request(ctx: &XdpContext, cfg: &Config, pkt: &Packet) -> Option<(Reas
         // challenge with a credentialed request and count a phone's every call as a failure.
         return None;
     }
-    let (creds, _) = scan(ctx, pkt);
+    let (creds, at) = scan(ctx, pkt);
     trace(cfg, move |t| t.creds = creds);
     if cfg.scanners_active != 0 && scanners::matched().is_some() {
         ban::ban_now(
@@ -282,15 +282,26 @@ fn inspect_request(ctx: &XdpContext, cfg: &Config, pkt: &Packet) -> Option<(Reas
         );
         return Some((Reason::DroppedScanner, XDP_DROP));
     }
+    // Whose credentials, and whether they answer a challenge sent to this source.
+    let noted = if creds == creds::PRESENT {
+        match trust::check(&key, &pkt.src, at, cfg) {
+            Ok(n) => n,
+            Err(verdict) => return Some(verdict),
+        }
+    } else {
+        trust::Noted {
+            ext: 0,
+            nonce_ok: 0,
+        }
+    };
     match creds {
         creds::PRESENT => count(Reason::ReqWithCreds),
         creds::UNKNOWN => count(Reason::ReqCredsUnknown),
         _ => {}
     }
-    // An international call the call stage left to the limits: the credentials say whose.
     let with_creds = u8::from(creds != creds::NONE);
     let register_invite = u8::from(method == method::REGISTER || method == method::INVITE);
-    note_flow(pkt, with_creds, register_invite);
+    note_flow(pkt, with_creds, register_invite, &noted);
     None
 }
 
@@ -309,7 +320,7 @@ fn unnote_flow(pkt: &Packet) {
 /// Notes a request on its client socket's `Flow`, for the egress program to pair the PBX's
 /// answer with.
 #[inline(always)]
-fn note_flow(pkt: &Packet, with_creds: u8, register_invite: u8) {
+fn note_flow(pkt: &Packet, with_creds: u8, register_invite: u8, noted: &trust::Noted) {
     let k = FlowKey::new(pkt.src, pkt.sport);
     // Re-registering phones and guessing scanners reuse their socket: updating in place costs a
     // lookup, where an LRU insert costs several times more. A full map evicts the oldest client,
@@ -319,13 +330,19 @@ fn note_flow(pkt: &Packet, with_creds: u8, register_invite: u8) {
             (*f).pending = (*f).pending.saturating_add(1);
             (*f).creds = (*f).creds.saturating_add(with_creds);
             (*f).register_invite = (*f).register_invite.saturating_add(register_invite);
+            if with_creds != 0 {
+                (*f).ext = noted.ext;
+                (*f).nonce_ok = noted.nonce_ok;
+            }
         },
         None => {
             let f = Flow {
                 pending: 1,
                 creds: with_creds,
                 register_invite,
-                _pad: [0; 5],
+                nonce_ok: noted.nonce_ok,
+                _pad: [0; 4],
+                ext: noted.ext,
             };
             let _ = FLOWS.insert(k, f, 0);
         }

@@ -6,6 +6,7 @@
 
 mod ban;
 mod calls;
+mod creds;
 mod egress;
 mod flood;
 mod geo;
@@ -15,6 +16,7 @@ mod parse;
 mod policy;
 mod scanners;
 mod scratch;
+mod trust;
 
 use aya_ebpf::{
     macros::{classifier, xdp},

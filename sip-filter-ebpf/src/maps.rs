@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sip_filter_common::{
-    Ban, CallDigits, CallLimits, CallReply, CallRule, CallWindow, Config, ExtCalls, ExtNumber,
-    Extension, Failures, Flow, FlowKey, GeoBits, GeoKey, Reason, SCRATCH_LEN, SCRATCH_PAD, Source,
-    Trace, UserAgent, map,
+    Ban, CallDigits, CallLimits, CallReply, CallRule, CallWindow, Config, ExtCalls, ExtFailures,
+    ExtLock, ExtNumber, Extension, Failures, Flow, FlowKey, GeoBits, GeoKey, Pair, Reason,
+    SCRATCH_LEN, SCRATCH_PAD, Source, SourceKey, Trace, UserAgent, map,
 };
 
 // --- policy, written by userspace ---------------------------------------------------------
@@ -82,6 +82,12 @@ pub static SCANNERS: LpmTrie<UserAgent, u32> =
 #[map]
 pub static BANS: HashMap<[u8; 16], Ban> = HashMap::with_max_entries(map::BANS.max_entries, 0);
 
+/// Locked extensions (`ext_id`), written by egress at the threshold and by nothing else but
+/// the operator's `ext unlock` and the daemon's expiry.
+#[map]
+pub static EXT_LOCKS: HashMap<u64, ExtLock> =
+    HashMap::with_max_entries(map::EXT_LOCKS.max_entries, 0);
+
 /// CIDR bans added by an operator; only consulted when `Config::ban_nets_active` is set.
 #[map]
 pub static BAN_NETS: LpmTrie<[u8; 16], Ban> =
@@ -105,6 +111,23 @@ pub static FAILURES: LruHashMap<[u8; 16], Failures> =
 #[map]
 pub static SOURCES: LruHashMap<[u8; 16], Source> =
     LruHashMap::with_max_entries(map::SOURCES.max_entries, 0);
+
+/// Per source and extension: the pair's trust, and a trusted source's failures and block for
+/// it (egress writes, ingress reads). An LRU: what it evicts is relearned or recounted.
+#[map]
+pub static PAIRS: LruHashMap<SourceKey, Pair> =
+    LruHashMap::with_max_entries(map::PAIRS.max_entries, 0);
+
+/// The nonces the PBX's challenges issued, per client address (egress writes, ingress checks a
+/// credentialed request's). Value: when.
+#[map]
+pub static NONCES: LruHashMap<SourceKey, u64> =
+    LruHashMap::with_max_entries(map::NONCES.max_entries, 0);
+
+/// Failures per extension (`ext_id`) from untrusted sources; its name is written by ingress.
+#[map]
+pub static EXT_FAILURES: LruHashMap<u64, ExtFailures> =
+    LruHashMap::with_max_entries(map::EXT_FAILURES.max_entries, 0);
 
 // --- reporting -----------------------------------------------------------------------------
 

@@ -197,6 +197,12 @@ pub struct Settings {
     pub calls: Option<Calls>,
     /// `[auth] trust_time`: how long a 2xx to a credentialed request makes its source trusted.
     pub trust_time: Duration,
+    /// `[auth] max_failures_per_extension`: failures of one extension from untrusted sources
+    /// that lock it (0: off).
+    pub max_failures_per_extension: u32,
+    /// `[auth] max_failing_extensions`: extensions a trusted source may fail on before it is
+    /// banned as a whole.
+    pub max_failing_extensions: u32,
     pub scanners: Scanners,
     pub flood: Flood,
 }
@@ -278,6 +284,8 @@ impl Default for Settings {
             state: State::default(),
             calls: None,
             trust_time: Duration::from_secs(86_400),
+            max_failures_per_extension: 10,
+            max_failing_extensions: 3,
             scanners: Scanners::default(),
             flood: Flood::default(),
         }
@@ -345,6 +353,12 @@ impl Settings {
         )?;
         if let Some(v) = &raw.auth.trust_time {
             s.trust_time = cx.duration("trust_time", v)?;
+        }
+        if let Some(v) = &raw.auth.max_failures_per_extension {
+            s.max_failures_per_extension = cx.count("max_failures_per_extension", v)?;
+        }
+        if let Some(v) = &raw.auth.max_failing_extensions {
+            s.max_failing_extensions = cx.count_in("max_failing_extensions", v, 1, 1000)?;
         }
         cx.threshold(
             &mut s.enumeration,
@@ -609,6 +623,8 @@ impl Settings {
             },
             flood_block_ns: self.flood.block_for.as_nanos() as u64,
             trust_time_ns: self.trust_time.as_nanos() as u64,
+            ext_max_failures: self.max_failures_per_extension,
+            max_failing_exts: self.max_failing_extensions,
             ..Default::default()
         }
     }
@@ -686,6 +702,8 @@ struct RawAuth {
     find_time: Option<Val>,
     ban_time: Option<Val>,
     trust_time: Option<Val>,
+    max_failures_per_extension: Option<Val>,
+    max_failing_extensions: Option<Val>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1467,6 +1485,8 @@ dir = "/srv/sip-filter"
                 },
                 calls: None,
                 trust_time: Duration::from_secs(12 * 3600),
+                max_failures_per_extension: 10,
+                max_failing_extensions: 3,
                 scanners: Scanners {
                     user_agents: vec![
                         crate::scanners::Signature::parse("friendly-scanner").unwrap(),
@@ -1780,7 +1800,8 @@ block_for = "1h"
         assert_eq!(
             err("[auth]\nmaxretry = 3\n"),
             "sip-filter.toml:2:1: unknown key `maxretry`, expected one of `max_failures`, \
-             `find_time`, `ban_time`, `trust_time`"
+             `find_time`, `ban_time`, `trust_time`, `max_failures_per_extension`, \
+             `max_failing_extensions`"
         );
         assert_eq!(
             err("[enumeration]\nmax_failures = 3\n"),

@@ -190,6 +190,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     Ok(n) => info!(holds = n, "call-limit holds written back after an eviction"),
                     Err(e) => warn!("keeping the call-limit holds: {e:#}"),
                 }
+                match crate::extensions::expire(&mut dp) {
+                    Ok(gone) => {
+                        for ext in gone {
+                            info!(extension = %ext, "extension {ext} unlocked: its lock ran out");
+                        }
+                    }
+                    Err(e) => warn!("expiring extension locks: {e:#}"),
+                }
                 match bans::expire(&mut dp).and_then(|gone| ledger.expired(gone)) {
                     Ok(changes) => reporter.report(changes, &[]),
                     Err(e) => warn!("expiring bans: {e:#}"),
@@ -293,6 +301,14 @@ fn on_events(
         }
         reporter.call(&BlockedCall::read(e, settings.calls.as_ref()));
     }
+    for e in &drained.exts {
+        let source = if e.kind == sip_filter_common::EXT_LOCKED {
+            String::new()
+        } else {
+            bans::target_of_key(dp, e.addr).unwrap_or_default()
+        };
+        reporter.ext(e, &source);
+    }
     for e in &drained.bans {
         let change =
             bans::target_of_key(dp, e.addr).and_then(|target| ledger.on_event(dp, &target));
@@ -316,6 +332,36 @@ struct Reporter {
 }
 
 impl Reporter {
+    /// Logs an extension locked (or blocked from one source) and hands it to the webhook.
+    fn ext(&mut self, e: &sip_filter_common::ExtEvent, source: &str) {
+        let extension = calls::holds::name(&e.name);
+        let locked = e.kind == sip_filter_common::EXT_LOCKED;
+        info!(
+            extension = %extension,
+            source,
+            failures = e.failures,
+            "{}",
+            crate::extensions::describe(e, source)
+        );
+        if let Some(n) = &self.notifier {
+            n.send(Event {
+                event: if locked { "ext_lock" } else { "ext_block" },
+                iface: self.iface.clone(),
+                addr: source.to_string(),
+                reason: extension,
+                failures: e.failures,
+                time: now_rfc3339(),
+                until: Some(
+                    humantime::format_rfc3339_seconds(clock::to_wall(e.until_ns)).to_string(),
+                ),
+                origin: None,
+                offences: None,
+                by: None,
+                call: None,
+            });
+        }
+    }
+
     /// Logs a blocked call and hands it to the webhook, once per call.
     fn call(&mut self, c: &BlockedCall) {
         if self.repeats.is_repeat(c) {

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod extensions;
 pub mod geo;
 pub mod geo_source;
 pub mod iface;

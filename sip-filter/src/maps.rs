@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, RingBuf};
 use sip_filter_common::{
-    Ban, BanEvent, CallEvent, Config, Failures, Reason, Trace,
+    Ban, BanEvent, CallEvent, Config, ExtEvent, Failures, Reason, Trace,
     map::{self, Spec},
 };
 
@@ -167,6 +167,7 @@ pub(crate) fn map_data(m: &Map) -> Result<(&MapData, map::Kind)> {
 pub enum Record {
     Ban(BanEvent),
     Call(Box<CallEvent>),
+    Ext(ExtEvent),
 }
 
 /// The record in `item`, if it is one of ours.
@@ -181,6 +182,9 @@ pub fn decode_event(item: &[u8]) -> Option<Record> {
             n if n == size_of::<CallEvent>() => Some(Record::Call(Box::new(
                 std::ptr::read_unaligned(item.as_ptr().cast::<CallEvent>()),
             ))),
+            n if n == size_of::<ExtEvent>() => Some(Record::Ext(std::ptr::read_unaligned(
+                item.as_ptr().cast::<ExtEvent>(),
+            ))),
             _ => None,
         }
     }
@@ -191,6 +195,8 @@ pub fn decode_event(item: &[u8]) -> Option<Record> {
 pub struct Drained {
     pub bans: Vec<BanEvent>,
     pub calls: Vec<CallEvent>,
+    /// Extensions locked and pairs blocked.
+    pub exts: Vec<ExtEvent>,
     pub bad: usize,
 }
 
@@ -201,6 +207,7 @@ pub fn drain_events<T: std::borrow::BorrowMut<MapData>>(ring: &mut RingBuf<T>) -
         match decode_event(&item) {
             Some(Record::Ban(e)) => d.bans.push(e),
             Some(Record::Call(e)) => d.calls.push(*e),
+            Some(Record::Ext(e)) => d.exts.push(e),
             None => d.bad += 1,
         }
     }

@@ -29,7 +29,8 @@ pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// One notification, as the webhook receives it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
-    /// "ban", "unban" or "call_blocked".
+    /// "ban", "unban", "rate_limit", "call_blocked", "ext_lock" (an extension locked; `reason`
+    /// is the extension) or "ext_block" (an extension blocked from the source `addr`).
     pub event: &'static str,
     pub iface: String,
     /// Address or prefix, as `ban list` shows it.

@@ -4,6 +4,7 @@ mod allow;
 mod ban;
 mod calls;
 mod docs;
+mod ext;
 mod geo;
 mod replay;
 mod run;
@@ -50,6 +51,11 @@ enum Cmd {
     Allow {
         #[command(subcommand)]
         cmd: allow::AllowCmd,
+    },
+    /// Locked extensions (`ext list`, `ext unlock EXT`).
+    Ext {
+        #[command(subcommand)]
+        cmd: ext::ExtCmd,
     },
     /// Toll-fraud rules: `calls check NUMBER` shows what they decide.
     Calls {
@@ -101,6 +107,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Ban { cmd } => ban::ban(iface, cmd),
         Cmd::Allow { cmd } => allow::allow(iface, cmd),
         Cmd::Calls { cmd } => calls::calls(cmd),
+        Cmd::Ext { cmd } => ext::ext(iface, cmd),
         Cmd::Geo { cmd } => geo::geo(iface, cmd),
         Cmd::Stats { json } => stats::stats(iface, json),
         Cmd::Status { json } => stats::status(iface, json),

@@ -39,6 +39,8 @@ pub(super) fn ingress(
             Some(ua) => format!("scanner User-Agent {ua:?}: banned"),
             None => "scanner User-Agent: banned".into(),
         },
+        Some(Reason::DroppedPair) => "extension blocked from this source (its failures)".into(),
+        Some(Reason::DroppedExtLocked) => "extension locked: the source is banned".into(),
         Some(Reason::DroppedGeo) => "geo-blocked".into(),
         Some(Reason::Allowlisted) => "allowlisted".into(),
         Some(Reason::Malformed) => "malformed".into(),
@@ -88,6 +90,9 @@ pub(super) fn egress(
         Reason::AuthFailures => failure(maps, settings, t, client, verdict)?,
         Reason::NotFound => failure(maps, settings, t, client, verdict)?,
         Reason::AuthResets => "failures reset".into(),
+        Reason::UnprovenFailures => {
+            "not counted: a trusted source's request with a nonce not issued to it (forged)".into()
+        }
         _ => uncounted(t.status).into(),
     };
     Ok(format!("{}: {effect}", t.status))
