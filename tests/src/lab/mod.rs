@@ -504,6 +504,64 @@ impl Lab {
         )
     }
 
+    /// Adds `addrs` (IPv4, /32) to `host`'s interface: more sources on the same host.
+    pub fn add_addresses(&self, host: &Host, addrs: &[IpAddr]) -> Result<()> {
+        for a in addrs {
+            host.ns
+                .exec("ip", &["addr", "add", &format!("{a}/32"), "dev", "eth0"])?;
+        }
+        Ok(())
+    }
+
+    /// A wrong password for `ext` from `src` (one of `host`'s addresses): a credentialed
+    /// REGISTER; the PBX's final answer, `None` when none came (dropped).
+    pub fn wrong_password(&self, host: &Host, src: IpAddr, ext: u16) -> Option<u16> {
+        let client = Client::bind(&host.ns, std::net::SocketAddr::new(src, 0)).ok()?;
+        let msg = sip::register(
+            &ext.to_string(),
+            &src.to_string(),
+            sip::Creds::Header("Authorization:"),
+            &[],
+        )
+        .replace("pbx.example.com", kamailio::REALM);
+        client
+            .first_final_answer(self.pbx_for(src), &msg, Duration::from_millis(800))
+            .map(|(code, _)| code)
+    }
+
+    /// Sends IPv4 packets (from their IP header on, e.g. `Packet::build()[14..]`) from `host`
+    /// through a raw socket: each with the source address it says, a forger's.
+    pub fn forge(&self, host: &Host, packets: Vec<Vec<u8>>) -> Result<()> {
+        host.ns.enter(move || -> Result<()> {
+            // SAFETY: a raw socket (IPPROTO_RAW: the header is the caller's), closed below.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+            anyhow::ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            for p in &packets {
+                let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                to.sin_family = libc::AF_INET as u16;
+                to.sin_addr.s_addr = u32::from_ne_bytes([p[16], p[17], p[18], p[19]]);
+                // SAFETY: `p` and `to` outlive the call; their lengths are given.
+                let n = unsafe {
+                    libc::sendto(
+                        fd,
+                        p.as_ptr().cast(),
+                        p.len(),
+                        0,
+                        (&to as *const libc::sockaddr_in).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as u32,
+                    )
+                };
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    unsafe { libc::close(fd) };
+                    anyhow::bail!("sending a forged packet: {e}");
+                }
+            }
+            unsafe { libc::close(fd) };
+            Ok(())
+        })?
+    }
+
     /// A SIPp REGISTER flood from `host`: `rate` a second, `total` in all.
     pub fn register_flood(&self, host: &Host, rate: u32, total: u32) -> Result<Sipp> {
         Sipp::flood(
