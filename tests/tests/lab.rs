@@ -1081,3 +1081,208 @@ fn s13_a_sipp_brute_force_over_tcp_is_banned_at_exactly_max_failures() {
         seen.len()
     ));
 }
+
+/// The office's 50 phones register `total` times, `rate` a second; the SIPp counters.
+fn office_registers(
+    lab: &Lab,
+    accounts: Vec<(u16, String)>,
+    rate: f64,
+    total: usize,
+) -> tools::SippStats {
+    let phones = Phones {
+        accounts,
+        rate,
+        total,
+        answer_timeout: Duration::from_secs(3),
+    };
+    let mut sipp = lab.office_phones(&phones).unwrap();
+    sipp.finish(Duration::from_secs(total as u64 / rate as u64 + 60))
+        .unwrap()
+}
+
+#[test]
+fn s14_a_spoofer_forging_the_offices_wrong_passwords_gets_nothing_blocked() {
+    let lab = start(LabConfig::default());
+    // The office registers: its address is trusted (it holds working accounts).
+    let before = office_registers(&lab, lab::accounts(100..=149), 25.0, 50);
+    assert_eq!(before.successful, 50, "{before:?}");
+    let unproven_before = lab.stat("failures_unproven");
+
+    // The spoofer (on the attacker's host, raw socket) sends 200 wrong-password REGISTERs for
+    // the office's extensions with the office's address: it never sees an answer, so its
+    // nonces are not ones the PBX issued to the office.
+    let forged: Vec<Vec<u8>> = (0..200)
+        .map(|i| {
+            let ext = 100 + (i % 50);
+            let m = tests::sip::register(
+                &ext.to_string(),
+                lab::OFFICE,
+                tests::sip::Creds::Header("Authorization:"),
+                &[],
+            )
+            .replace("pbx.example.com", "pbx.lab")
+            .replace("1234567890abcdef", &format!("forged-{i}"));
+            tests::packet::Packet::udp(lab::OFFICE, 40000 + i as u16, lab::PBX, 5060, m).build()
+                [14..]
+                .to_vec()
+        })
+        .collect();
+    let mut sipp = lab
+        .office_phones(&Phones {
+            accounts: lab::accounts(100..=149),
+            rate: 25.0,
+            total: 250,
+            answer_timeout: Duration::from_secs(3),
+        })
+        .unwrap();
+    for chunk in forged.chunks(20) {
+        lab.forge(&lab.attacker, chunk.to_vec()).unwrap();
+        sleep(0.5);
+    }
+    let during = sipp.finish(Duration::from_secs(60)).unwrap();
+    sleep(1.0);
+
+    let office = ip(lab::OFFICE);
+    let answered = lab
+        .seen_from(office)
+        .iter()
+        .filter(|s| s.creds && s.code != 200)
+        .count();
+    assert!(
+        answered >= 190,
+        "the PBX answered the forged requests: {answered}"
+    );
+    let unproven = lab.stat("failures_unproven") - unproven_before;
+    assert_eq!(
+        unproven as usize, answered,
+        "every forged failure was left uncounted"
+    );
+    assert_eq!(
+        during.successful, 250,
+        "0 office phones lost a registration: {during:?}"
+    );
+    assert!(
+        lab.ban_of(lab::OFFICE).is_none(),
+        "the office is not banned"
+    );
+    let ext = lab.filter.cli_ok(&["ext", "list", "--json"]);
+    assert_eq!(ext.trim(), "[]", "no extension blocked: {ext}");
+    report(format!(
+        "scenario 14: 200 forged wrong-password REGISTERs with the office's address, {answered} \
+         answered by the PBX, {unproven} not counted (nonce not issued to the office); office \
+         phones: {}/{} registrations OK during the forgery; 0 bans, 0 extensions blocked",
+        during.successful, during.created
+    ));
+}
+
+#[test]
+fn s15_one_office_phone_with_a_stale_password_blocks_only_its_extension() {
+    let lab = start(LabConfig::default());
+    // 50 phones; 102 has a stale password. 25 registrations a second: 102 tries every 2 s.
+    let mut accounts = lab::accounts(100..=149);
+    accounts[2].1 = "stale".into();
+    let stats = office_registers(&lab, accounts, 25.0, 500);
+
+    let office = ip(lab::OFFICE);
+    let seen = lab.seen_from(office);
+    let stale = seen.iter().filter(|s| s.user == "102" && s.creds).count();
+    let max = lab.config.max_failures as usize;
+    assert_eq!(
+        stale, max,
+        "102's wrong password reached the PBX max_failures times: {stale}"
+    );
+    assert_eq!(stats.created, 500);
+    assert_eq!(
+        stats.failed, 10,
+        "only 102's 10 registrations failed: {stats:?}"
+    );
+    assert_eq!(
+        stats.successful, 490,
+        "the 49 other phones: every registration OK"
+    );
+    assert!(
+        lab.ban_of(lab::OFFICE).is_none(),
+        "the office is not banned"
+    );
+    let ext: serde_json::Value =
+        serde_json::from_str(&lab.filter.cli_ok(&["ext", "list", "--json"])).unwrap();
+    assert_eq!(ext.as_array().unwrap().len(), 1, "{ext}");
+    assert_eq!(ext[0]["extension"], "102");
+    assert_eq!(ext[0]["kind"], "blocked");
+    assert_eq!(ext[0]["source"], lab::OFFICE);
+    assert!(
+        lab.filter
+            .log()
+            .contains("extension 102 blocked from 203.0.113.20"),
+        "{}",
+        lab.filter.log()
+    );
+    report(format!(
+        "scenario 15: office, 50 phones, 102 with a stale password: 102 blocked from the office \
+         after {stale} failures; {}/{} registrations OK (the other 49 phones: all), office not banned",
+        stats.successful, stats.created
+    ));
+}
+
+#[test]
+fn s16_fifty_botnet_addresses_two_guesses_each_lock_the_extension_and_its_phone_works() {
+    let lab = start(LabConfig::default());
+    // The real phone of 101 registers from the office first.
+    let ok = office_registers(&lab, lab::accounts(101..=101), 5.0, 2);
+    assert_eq!(ok.successful, 2, "{ok:?}");
+    // 50 addresses at one hosting provider, two guesses each for 101.
+    let bots: Vec<IpAddr> = (0..50)
+        .map(|i| format!("198.51.100.{}", 10 + i).parse().unwrap())
+        .collect();
+    lab.add_addresses(&lab.attacker, &bots).unwrap();
+    let mut answered = 0;
+    let mut dropped = 0;
+    for _round in 0..2 {
+        for b in &bots {
+            match lab.wrong_password(&lab.attacker, *b, 101) {
+                Some(_) => answered += 1,
+                None => dropped += 1,
+            }
+        }
+    }
+    let from_bots: usize = bots.iter().map(|b| lab.guesses_from(*b).len()).sum();
+    let per_ext = 10;
+    assert_eq!(
+        from_bots, per_ext,
+        "the PBX saw exactly max_failures_per_extension guesses"
+    );
+    assert_eq!(answered, per_ext);
+    assert_eq!(dropped, 100 - per_ext);
+    let ext: serde_json::Value =
+        serde_json::from_str(&lab.filter.cli_ok(&["ext", "list", "--json"])).unwrap();
+    assert_eq!(ext[0]["extension"], "101", "{ext}");
+    assert_eq!(ext[0]["kind"], "locked");
+    let locked_bans = lab
+        .bans()
+        .iter()
+        .filter(|b| b["reason"] == "locked-extension")
+        .count();
+    // Round one locked it at the tenth bot's guess; every bot that tried it after (the forty
+    // others in round one, the first ten in round two) is banned.
+    assert_eq!(
+        locked_bans, 50,
+        "every bot that tried it after the lock is banned"
+    );
+    assert!(
+        lab.filter.log().contains("extension 101 locked"),
+        "{}",
+        lab.filter.log()
+    );
+    // The real phone keeps registering.
+    let after = office_registers(&lab, lab::accounts(101..=101), 5.0, 5);
+    assert_eq!(
+        after.successful, 5,
+        "the phone of 101 keeps working: {after:?}"
+    );
+    report(format!(
+        "scenario 16: 50 addresses x 2 guesses for 101: {from_bots} reached the PBX, 101 locked \
+         at the {per_ext}th, {dropped} dropped, {locked_bans} bots banned; the phone of 101: \
+         {}/{} registrations OK",
+        after.successful, after.created
+    ));
+}

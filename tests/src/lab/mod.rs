@@ -525,7 +525,7 @@ impl Lab {
         )
         .replace("pbx.example.com", kamailio::REALM);
         client
-            .first_final_answer(self.pbx_for(src), &msg, Duration::from_millis(800))
+            .first_final_answer(self.pbx_for(src), &msg, Duration::from_millis(300))
             .map(|(code, _)| code)
     }
 
