@@ -172,27 +172,24 @@ pub fn register600_msg() -> String {
     sip::padded_register("101", CLIENT_V4, Creds::Header("Authorization:"), 600)
 }
 
+/// `msg` from `src`:`sport` to the PBX's SIP port, over UDP (or, `tcp`, in one segment).
+fn to_pbx(src: IpAddr, sport: u16, msg: String, tcp: bool) -> Vec<u8> {
+    let (from, to) = (src.to_string(), pbx_for(src));
+    let p = if tcp {
+        Packet::tcp_data(&from, sport, to, 5060, msg)
+    } else {
+        Packet::udp(&from, sport, to, 5060, msg)
+    };
+    p.build()
+}
+
 pub fn register600(src: IpAddr, sport: u16) -> Vec<u8> {
-    Packet::udp(
-        &src.to_string(),
-        sport,
-        pbx_for(src),
-        5060,
-        register600_msg(),
-    )
-    .build()
+    to_pbx(src, sport, register600_msg(), false)
 }
 
 /// `register600` in one TCP segment.
 pub fn register600_tcp(src: IpAddr, sport: u16) -> Vec<u8> {
-    Packet::tcp_data(
-        &src.to_string(),
-        sport,
-        pbx_for(src),
-        5060,
-        register600_msg(),
-    )
-    .build()
+    to_pbx(src, sport, register600_msg(), true)
 }
 
 /// A 1,200-byte INVITE as softphones send it: a dozen headers, `Proxy-Authorization`, and an
@@ -250,14 +247,7 @@ pub fn invite1200(src: IpAddr, sport: u16) -> Vec<u8> {
 
 /// `invite1200` dialling `user`.
 pub fn invite1200_to(src: IpAddr, sport: u16, user: &str) -> Vec<u8> {
-    Packet::udp(
-        &src.to_string(),
-        sport,
-        pbx_for(src),
-        5060,
-        invite1200_msg_to(user),
-    )
-    .build()
+    to_pbx(src, sport, invite1200_msg_to(user), false)
 }
 
 /// The call rules of the benchmark's "10 rules" dataplane: the README's plan, the default
