@@ -404,7 +404,10 @@ fn detach_forgets_the_bans_but_not_the_history() {
     // A new start on fresh maps restores nothing: detach meant "forget the bans".
     f.run_daemon();
     assert!(f.bans().is_empty(), "{:?}", f.bans());
-    assert_eq!(c.register(PBX_V4, Creds::Good), Some(200));
+    // Answered again; no credentials, so the probe does not make the attacker a trusted
+    // source (a 2xx to a credentialed request would, and its next failures would block
+    // the pair instead of banning it).
+    assert_eq!(c.register(PBX_V4, Creds::None), Some(401));
     let h = history(&f, ATTACKER);
     assert_eq!(h[0]["lifted_by"], "detached", "{h:?}");
     // The history still counts: the next ban is the source's second offence.
