@@ -194,6 +194,9 @@ pub enum BanReason {
     Flood = 5,
     /// A credentialed request for a locked extension from a source not trusted for it.
     LockedExtension = 6,
+    /// A CrowdSec decision (`[crowdsec]`): another host's ban, or a community blocklist's.
+    /// Userspace writes and lifts these; a local ban of the same target takes precedence.
+    Crowdsec = 7,
 }
 
 impl BanReason {
@@ -205,6 +208,7 @@ impl BanReason {
             4 => Some(Self::Scanner),
             5 => Some(Self::Flood),
             6 => Some(Self::LockedExtension),
+            7 => Some(Self::Crowdsec),
             _ => None,
         }
     }
@@ -216,6 +220,7 @@ impl BanReason {
             Self::Scanner => "scanner",
             Self::Flood => "flood",
             Self::LockedExtension => "locked-extension",
+            Self::Crowdsec => "crowdsec",
         }
     }
 
@@ -229,6 +234,7 @@ impl BanReason {
             Self::Scanner => Some(Reason::BansScanner),
             Self::Flood => Some(Reason::FloodLimited),
             Self::LockedExtension => Some(Reason::BansLockedExt),
+            Self::Crowdsec => None,
         }
     }
 
@@ -241,14 +247,21 @@ impl BanReason {
     }
 
     /// Every reason, for reports that list them all.
-    pub const ALL: [BanReason; 6] = [
+    pub const ALL: [BanReason; 7] = [
         Self::AuthFailures,
         Self::NotFound,
         Self::Manual,
         Self::Scanner,
         Self::Flood,
         Self::LockedExtension,
+        Self::Crowdsec,
     ];
+
+    /// Held for a shared blocklist (not this host's own ban): kept out of the offence
+    /// history, and a local ban of the same target replaces it.
+    pub const fn is_shared(self) -> bool {
+        matches!(self, Self::Crowdsec)
+    }
 
     /// The reason named `name` (what `as_str` gives; the state file stores names).
     pub fn from_name(name: &str) -> Option<Self> {

@@ -93,6 +93,66 @@ pub fn add(
     added
 }
 
+/// Bans many targets at once (`ban import`), in batches. Returns how many were banned.
+pub fn add_many(
+    maps: &mut impl Maps,
+    targets: &[IpNet],
+    duration: Option<Duration>,
+    reason: &str,
+) -> Result<usize> {
+    let now = clock::boot_ns();
+    let expires = duration.map(|d| now + d.as_nanos() as u64).unwrap_or(0);
+    let ban = Ban::manual(now, expires, note(reason));
+    let v6 = v6_prefix(maps)?;
+    let places: Vec<Place> = targets.iter().map(|t| place(*t, v6)).collect();
+    let items: Vec<(&Place, Ban)> = places.iter().map(|p| (p, ban)).collect();
+    let n = put_many(maps, &items)?;
+    maps.count_n(sip_filter_common::Reason::BansManual, n as u64)?;
+    Ok(n)
+}
+
+/// The targets of a list file (`ban import`): a JSON array of addresses or CIDRs, or an
+/// object holding one (APIBAN's `{"ipaddress": [...]}`, or an `addresses`/`ips` key), or
+/// plain text, one per line with `#` comments. Errors name the line.
+pub fn parse_list(text: &str) -> Result<Vec<IpNet>> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') || trimmed.starts_with('{') {
+        let v: serde_json::Value =
+            serde_json::from_str(text).context("the file looks like JSON but is not")?;
+        let items = match &v {
+            serde_json::Value::Array(a) => a,
+            serde_json::Value::Object(o) => ["ipaddress", "addresses", "ips", "decisions"]
+                .iter()
+                .find_map(|k| o.get(*k).and_then(|x| x.as_array()))
+                .context("a JSON object needs an `ipaddress`, `addresses` or `ips` array")?,
+            _ => bail!("expected a JSON array of addresses"),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let s = match item {
+                serde_json::Value::String(s) => s.as_str(),
+                serde_json::Value::Object(o) => o
+                    .get("value")
+                    .or_else(|| o.get("ip"))
+                    .and_then(|x| x.as_str())
+                    .with_context(|| format!("entry {}: no `value` or `ip`", i + 1))?,
+                other => bail!("entry {}: {other} is not an address", i + 1),
+            };
+            out.push(parse_target(s).with_context(|| format!("entry {}", i + 1))?);
+        }
+        return Ok(out);
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        out.push(parse_target(line).with_context(|| format!("line {}", i + 1))?);
+    }
+    Ok(out)
+}
+
 /// Lifts the ban on `target` and forgets its failures, so it is not banned again at once.
 pub fn del(maps: &mut impl Maps, target: IpNet) -> Result<()> {
     let v6 = v6_prefix(maps)?;
@@ -117,7 +177,10 @@ pub struct Entry {
     /// `ban`, or `rate-limit` for the flood guard's temporary drops (`BanReason::kind`).
     pub kind: &'static str,
     pub reason: String,
-    /// The operator's note (manual bans).
+    /// Who issued it: `sip-filter`, `operator`, or a shared blocklist (`crowdsec/cscli`: the
+    /// source and, from the state file, who made the decision there).
+    pub origin: String,
+    /// The operator's note (manual bans); a shared decision's scenario.
     pub note: Option<String>,
     pub failures: u32,
     /// RFC 3339.
@@ -133,11 +196,22 @@ pub struct Entry {
     pub created_ns: u64,
 }
 
+/// Who issued a ban of this reason (`state::origin`).
+pub fn origin_of(reason: u8) -> &'static str {
+    use crate::state::origin;
+    match BanReason::from_u8(reason) {
+        Some(BanReason::Manual) => origin::OPERATOR,
+        Some(BanReason::Crowdsec) => origin::CROWDSEC,
+        _ => origin::KERNEL,
+    }
+}
+
 pub fn entry(target: String, b: &Ban, now: u64) -> Entry {
     let why = BanReason::from_u8(b.reason);
     Entry {
         addr: target,
         kind: why.map_or("ban", BanReason::kind),
+        origin: origin_of(b.reason).to_string(),
         reason: why.map_or("unknown", BanReason::as_str).to_string(),
         note: note_text(b),
         failures: b.failures,
@@ -212,6 +286,127 @@ pub fn put(maps: &mut impl Maps, target: &str, ban: Ban) -> Result<()> {
                 .with_context(|| format!("writing the CIDR ban of {target} (map full?)"))?;
             maps.update_config(|c| c.ban_nets_active = 1)?;
         }
+    }
+    Ok(())
+}
+
+/// Where one target lives in the maps, worked out once (for writers of many targets: the
+/// shared blocklists).
+pub struct Place {
+    pub net: IpNet,
+    /// `ban list`'s name of it.
+    pub name: String,
+    slot: Slot,
+}
+
+pub fn place(target: IpNet, v6_prefix: u8) -> Place {
+    let slot = slot(target, v6_prefix);
+    let name = match &slot {
+        Slot::Exact(k) => exact_name(*k, v6_prefix),
+        Slot::Net(..) => target.to_string(),
+    };
+    Place {
+        net: target,
+        name,
+        slot,
+    }
+}
+
+pub fn get_at(maps: &mut impl Maps, p: &Place) -> Result<Option<Ban>> {
+    Ok(match p.slot {
+        Slot::Exact(k) => maps.bans()?.get(&k, 0).ok(),
+        Slot::Net(len, k) => maps.ban_nets()?.get(&Key::new(len, k), 0).ok(),
+    })
+}
+
+/// Removes the entry at `p` (whatever it holds). Whether there was one.
+pub fn remove_at(maps: &mut impl Maps, p: &Place) -> Result<bool> {
+    Ok(match p.slot {
+        Slot::Exact(k) => maps.bans()?.remove(&k).is_ok(),
+        Slot::Net(len, k) => maps.ban_nets()?.remove(&Key::new(len, k)).is_ok(),
+    })
+}
+
+/// Writes many bans: the exact ones in batches of `BPF_MAP_UPDATE_BATCH` (one system call
+/// per 4096 entries instead of one each), CIDRs one by one (LPM tries have no batch update).
+/// Returns how many were written; the first error stops it.
+pub fn put_many(maps: &mut impl Maps, items: &[(&Place, Ban)]) -> Result<usize> {
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    let mut n = 0;
+    let mut nets = false;
+    for (p, b) in items {
+        match p.slot {
+            Slot::Exact(k) => {
+                keys.push(k);
+                values.push(*b);
+            }
+            Slot::Net(len, k) => {
+                maps.ban_nets()?
+                    .insert(&Key::new(len, k), *b, 0)
+                    .with_context(|| format!("writing the CIDR ban of {} (map full?)", p.name))?;
+                nets = true;
+                n += 1;
+            }
+        }
+    }
+    if nets {
+        maps.update_config(|c| c.ban_nets_active = 1)?;
+    }
+    for (k, v) in keys.chunks(4096).zip(values.chunks(4096)) {
+        let fd = match maps.map_mut(sip_filter_common::map::BANS.name)? {
+            aya::maps::Map::HashMap(d) => {
+                use std::os::fd::{AsFd as _, AsRawFd as _};
+                d.fd().as_fd().as_raw_fd()
+            }
+            _ => bail!("BANS is not a hash map"),
+        };
+        update_batch(fd, k, v).context("writing bans (ban map full?)")?;
+        n += k.len();
+    }
+    Ok(n)
+}
+
+/// `BPF_MAP_UPDATE_BATCH` (Linux 5.6) on a hash map: `keys[i]` gets `values[i]`.
+fn update_batch<K: Copy, V: Copy>(fd: i32, keys: &[K], values: &[V]) -> Result<()> {
+    // union bpf_attr, the `batch` member (include/uapi/linux/bpf.h).
+    #[repr(C)]
+    #[derive(Default)]
+    struct Batch {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    let mut attr = Batch {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: fd as u32,
+        ..Batch::default()
+    };
+    // SAFETY: the attribute points at `keys.len()` keys and values that outlive the call; the
+    // kernel writes only `count` back.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut Batch,
+            std::mem::size_of::<Batch>() as u32,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        bail!(
+            "BPF_MAP_UPDATE_BATCH: {e} ({} of {} written)",
+            attr.count,
+            keys.len()
+        );
     }
     Ok(())
 }
@@ -291,4 +486,32 @@ pub fn expire(maps: &mut impl Maps) -> Result<Vec<Entry>> {
         }
     }
     Ok(gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_files_in_every_format() {
+        let want: Vec<IpNet> = ["192.0.2.7/32", "198.51.100.0/24", "2001:db8::5/128"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let plain = "# a list\n192.0.2.7\n\n198.51.100.9/24  # a range\n2001:db8::5\n";
+        assert_eq!(parse_list(plain).unwrap(), want);
+        let json = r#"["192.0.2.7", "198.51.100.0/24", "2001:db8::5"]"#;
+        assert_eq!(parse_list(json).unwrap(), want);
+        let apiban =
+            r#"{"ipaddress": ["192.0.2.7", "198.51.100.0/24", "2001:db8::5"], "ID": "123"}"#;
+        assert_eq!(parse_list(apiban).unwrap(), want);
+        let objects =
+            r#"[{"value": "192.0.2.7"}, {"ip": "198.51.100.0/24"}, {"value": "2001:db8::5"}]"#;
+        assert_eq!(parse_list(objects).unwrap(), want);
+        let e = parse_list("192.0.2.7\nnot-an-address\n").unwrap_err();
+        assert!(format!("{e:#}").starts_with("line 2: "), "{e:#}");
+        let e = parse_list(r#"["192.0.2.7", 5]"#).unwrap_err();
+        assert!(format!("{e:#}").contains("entry 2"), "{e:#}");
+        assert!(parse_list("{not json").is_err());
+    }
 }

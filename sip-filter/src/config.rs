@@ -122,6 +122,70 @@ pub struct Notify {
     pub webhook: Option<String>,
 }
 
+/// `[crowdsec]`: the CrowdSec Local API. As a bouncer, its ban decisions are dropped at XDP;
+/// with machine credentials also as a watcher, this host's bans are pushed to it as alerts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Crowdsec {
+    /// `http://host:port` of the LAPI (its `/v1/...` paths are appended).
+    pub lapi_url: String,
+    /// The bouncer's key (`cscli bouncers add`).
+    pub api_key: Secret,
+    /// How often the decision stream is polled.
+    pub poll: Duration,
+    /// How often the whole set is fetched again (`startup=true`): a delta poll can miss a
+    /// decision committed while it ran (the LAPI selects deltas by creation time).
+    pub resync: Duration,
+    /// `machine_id` and `password_file` (`cscli machines add`); `None`: bouncer only.
+    pub watcher: Option<Watcher>,
+}
+
+/// `[crowdsec]` default poll interval.
+pub const CROWDSEC_POLL: Duration = Duration::from_secs(2);
+/// `[crowdsec]` default full resync interval.
+pub const CROWDSEC_RESYNC: Duration = Duration::from_secs(600);
+
+/// The machine a watcher logs in as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watcher {
+    pub machine_id: String,
+    pub password: Secret,
+}
+
+/// A credential, inline in the file or in a file of its own (refused if others can read it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Secret {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl Secret {
+    /// The credential, trimmed. A file must not be readable by others: a key in a
+    /// world-readable file is a key anyone on the host can use.
+    pub fn read(&self) -> anyhow::Result<String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = match self {
+            Secret::Inline(s) => return Ok(s.clone()),
+            Secret::File(p) => p,
+        };
+        let meta = std::fs::metadata(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        if meta.permissions().mode() & 0o004 != 0 {
+            anyhow::bail!(
+                "{} is readable by every user of this host: `chmod o-r {}` (or 600) first",
+                path.display(),
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let text = text.trim();
+        if text.is_empty() {
+            anyhow::bail!("{} is empty", path.display());
+        }
+        Ok(text.to_string())
+    }
+}
+
 /// `[bans]`: repeat offenders, as fail2ban's `bantime.increment`: a source banned again within
 /// `history_time` is banned for `ban_time * factor * 2^(earlier bans)`, capped at `max_time`,
 /// plus a random `0..rnd_time` so that a botnet cannot time its return.
@@ -205,6 +269,8 @@ pub struct Settings {
     pub max_failing_extensions: u32,
     pub scanners: Scanners,
     pub flood: Flood,
+    /// `None` without a `[crowdsec]` section.
+    pub crowdsec: Option<Crowdsec>,
 }
 
 /// `[scanners]`: User-Agents that ban at the first request.
@@ -288,6 +354,7 @@ impl Default for Settings {
             max_failing_extensions: 3,
             scanners: Scanners::default(),
             flood: Flood::default(),
+            crowdsec: None,
         }
     }
 }
@@ -589,6 +656,12 @@ impl Settings {
         {
             s.calls = Some(cx.calls(c.get_ref(), c.span())?);
         }
+        // An empty [crowdsec] (the example file's, all commented) is off.
+        if let Some(c) = &raw.crowdsec
+            && !c.get_ref().is_empty()
+        {
+            s.crowdsec = Some(cx.crowdsec(c.get_ref(), c.span())?);
+        }
         Ok(s)
     }
 
@@ -668,6 +741,35 @@ struct RawFile {
     scanners: RawScanners,
     #[serde(default)]
     flood: RawFlood,
+    crowdsec: Option<Spanned<RawCrowdsec>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a [crowdsec] table")]
+struct RawCrowdsec {
+    lapi_url: Option<Val>,
+    api_key: Option<Val>,
+    api_key_file: Option<Val>,
+    poll: Option<Val>,
+    resync: Option<Val>,
+    machine_id: Option<Val>,
+    password_file: Option<Val>,
+}
+
+impl RawCrowdsec {
+    fn is_empty(&self) -> bool {
+        [
+            &self.lapi_url,
+            &self.api_key,
+            &self.api_key_file,
+            &self.poll,
+            &self.resync,
+            &self.machine_id,
+            &self.password_file,
+        ]
+        .iter()
+        .all(|v| v.is_none())
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -1303,6 +1405,106 @@ impl Ctx<'_> {
         })
     }
 
+    fn crowdsec(
+        &self,
+        c: &RawCrowdsec,
+        span: std::ops::Range<usize>,
+    ) -> Result<Crowdsec, ConfigError> {
+        let head = span.start..span.start + 1;
+        let Some(v) = &c.lapi_url else {
+            return Err(self.at(
+                head,
+                "[crowdsec] needs lapi_url: the Local API's address, e.g. \
+                 \"http://127.0.0.1:8080\"",
+            ));
+        };
+        let text = self.string("lapi_url", v)?.trim_end_matches('/');
+        let ok = text
+            .parse::<ureq::http::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if ok.is_none() {
+            return Err(self.at(
+                v.span(),
+                format!(
+                    "lapi_url: {text:?} is not an http:// or https:// URL, e.g. \
+                     \"http://127.0.0.1:8080\""
+                ),
+            ));
+        }
+        let lapi_url = text.to_string();
+        let api_key = match (&c.api_key, &c.api_key_file) {
+            (Some(a), Some(_)) => {
+                return Err(self.at(a.span(), "api_key: give api_key or api_key_file, not both"));
+            }
+            (Some(v), None) => {
+                let k = self.string("api_key", v)?.trim();
+                if k.is_empty() {
+                    return Err(self.at(v.span(), "api_key: the key is empty"));
+                }
+                Secret::Inline(k.to_string())
+            }
+            (None, Some(v)) => Secret::File(self.path("api_key_file", v)?),
+            (None, None) => {
+                return Err(self.at(
+                    head,
+                    "[crowdsec] needs api_key_file (or api_key): the bouncer key from \
+                     `cscli bouncers add sip-filter`",
+                ));
+            }
+        };
+        let poll = match &c.poll {
+            Some(v) => {
+                let d = self.duration("poll", v)?;
+                if d < Duration::from_millis(500) {
+                    return Err(self.at(v.span(), "poll: at least \"500ms\""));
+                }
+                d
+            }
+            None => CROWDSEC_POLL,
+        };
+        let resync = match &c.resync {
+            Some(v) => {
+                let d = self.duration("resync", v)?;
+                if d < poll {
+                    return Err(self.at(v.span(), "resync: at least as long as poll"));
+                }
+                d
+            }
+            None => CROWDSEC_RESYNC.max(poll),
+        };
+        let watcher = match (&c.machine_id, &c.password_file) {
+            (Some(m), Some(p)) => {
+                let id = self.string("machine_id", m)?.trim();
+                if id.is_empty() {
+                    return Err(self.at(m.span(), "machine_id: the name is empty"));
+                }
+                Some(Watcher {
+                    machine_id: id.to_string(),
+                    password: Secret::File(self.path("password_file", p)?),
+                })
+            }
+            (Some(m), None) => {
+                return Err(self.at(
+                    m.span(),
+                    "machine_id: give password_file too (the machine's password, from \
+                     `cscli machines add`)",
+                ));
+            }
+            (None, Some(p)) => {
+                return Err(self.at(p.span(), "password_file: give machine_id too"));
+            }
+            (None, None) => None,
+        };
+        Ok(Crowdsec {
+            lapi_url,
+            api_key,
+            poll,
+            resync,
+            watcher,
+        })
+    }
+
     fn path(&self, field: &str, v: &Val) -> Result<PathBuf, ConfigError> {
         let s = self.string(field, v)?;
         if s.trim().is_empty() {
@@ -1404,6 +1606,14 @@ per = "1s"
 block_for = "1m"
 trusted_factor = 5
 
+[crowdsec]
+lapi_url = "http://127.0.0.1:8080/"
+api_key_file = "/etc/sip-filter/crowdsec.key"
+poll = "5s"
+resync = "1h"
+machine_id = "pbx1"
+password_file = "/etc/sip-filter/crowdsec.password"
+
 [enumeration]
 max_not_found = 0
 find_time = "30s"
@@ -1500,6 +1710,16 @@ dir = "/srv/sip-filter"
                     block_for: Duration::from_secs(60),
                     trusted_factor: 5,
                 },
+                crowdsec: Some(Crowdsec {
+                    lapi_url: "http://127.0.0.1:8080".into(),
+                    api_key: Secret::File("/etc/sip-filter/crowdsec.key".into()),
+                    poll: Duration::from_secs(5),
+                    resync: Duration::from_secs(3600),
+                    watcher: Some(Watcher {
+                        machine_id: "pbx1".into(),
+                        password: Secret::File("/etc/sip-filter/crowdsec.password".into()),
+                    }),
+                }),
             }
         );
         assert!(s.is_allowed("203.0.113.7".parse().unwrap()));
@@ -1624,6 +1844,56 @@ dir = "/srv/sip-filter"
         // Both at once is the documented conflict.
         let text = uncomment(EXAMPLE, "none").replace("cidrs = []\n", "");
         assert!(err(&text).contains("allow_countries: cannot be combined with block_countries"));
+    }
+
+    #[test]
+    fn crowdsec_section() {
+        let c = parse("[crowdsec]\nlapi_url = \"http://[2001:db8::1]:8080\"\napi_key = \"k\"\n")
+            .crowdsec
+            .unwrap();
+        assert_eq!(c.api_key, Secret::Inline("k".into()));
+        assert_eq!(c.poll, CROWDSEC_POLL);
+        assert_eq!(c.watcher, None);
+        assert_eq!(
+            err("[crowdsec]\napi_key = \"k\"\n"),
+            "sip-filter.toml:1:1: [crowdsec] needs lapi_url: the Local API's address, e.g. \
+             \"http://127.0.0.1:8080\""
+        );
+        assert!(
+            err("[crowdsec]\nlapi_url = \"http://x\"\n").contains("needs api_key_file"),
+            "no key"
+        );
+        assert!(
+            err("[crowdsec]\nlapi_url = \"x\"\napi_key = \"k\"\n")
+                .starts_with("sip-filter.toml:2:12: lapi_url: \"x\" is not an http")
+        );
+        assert!(
+            err("[crowdsec]\nlapi_url = \"http://x\"\napi_key = \"k\"\napi_key_file = \"/k\"\n")
+                .contains("3:11: api_key: give api_key or api_key_file, not both")
+        );
+        assert!(
+            err("[crowdsec]\nlapi_url = \"http://x\"\napi_key = \"k\"\npoll = \"100ms\"\n")
+                .contains("4:8: poll: at least")
+        );
+        assert!(
+            err("[crowdsec]\nlapi_url = \"http://x\"\napi_key = \"k\"\nmachine_id = \"m\"\n")
+                .contains("4:14: machine_id: give password_file too")
+        );
+    }
+
+    #[test]
+    fn secret_files_readable_by_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("key");
+        std::fs::write(&f, "abc\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Secret::File(f.clone()).read().unwrap_err().to_string();
+        assert!(e.contains("readable by every user"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(Secret::File(f).read().unwrap(), "abc");
+        let e = Secret::File(dir.path().join("none")).read().unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
     }
 
     #[test]
@@ -1795,7 +2065,7 @@ block_for = "1h"
             err("[sip]\nports = [5060]\n\n[jail]\nmaxretry = 3\n"),
             "sip-filter.toml:4:2: unknown key `jail`, expected one of `sip`, `auth`, \
              `enumeration`, `allow`, `geo`, `metrics`, `notify`, `bans`, `state`, `calls`, \
-             `scanners`, `flood`"
+             `scanners`, `flood`, `crowdsec`"
         );
         assert_eq!(
             err("[auth]\nmaxretry = 3\n"),

@@ -31,8 +31,52 @@ use crate::{
     maps::{self, Maps as _},
     metrics,
     notify::{Event, Notifier},
-    pidfile, pins, privilege, rules, state, upgrade,
+    pidfile, pins, privilege, rules,
+    shared::{
+        self, Delta, Store,
+        crowdsec::{self, LocalBan, Watcher},
+        status::Board,
+    },
+    state, upgrade,
 };
+
+/// The shared blocklists the daemon runs (`[crowdsec]`): the decisions it holds, its
+/// bouncer's polls as they arrive, and the watcher's queue.
+struct Shared {
+    store: Store,
+    rx: tokio::sync::mpsc::Receiver<Delta>,
+    board: Board,
+    url: String,
+}
+
+impl Shared {
+    /// Local bans that ended: the decisions held for their targets go back into the maps.
+    fn reinstate(&mut self, dp: &mut Dataplane, changes: &[Change]) {
+        for c in changes {
+            if let Change::Lifted { entry, .. } = c
+                && !BanReason::from_name(&entry.reason).is_some_and(BanReason::is_shared)
+            {
+                match self.store.reinstate(dp, &entry.addr) {
+                    Ok(true) => info!(
+                        addr = %entry.addr,
+                        "{}: the local ban ended, the shared decision is enforced again",
+                        entry.addr
+                    ),
+                    Ok(false) => {}
+                    Err(e) => warn!(addr = %entry.addr, "putting a shared decision back: {e:#}"),
+                }
+            }
+        }
+    }
+}
+
+/// The next poll of the shared blocklists (never, without any).
+async fn next_delta(s: &mut Option<Shared>) -> Option<Delta> {
+    match s {
+        Some(s) => s.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
 
 pub struct RunArgs {
     pub iface: String,
@@ -64,6 +108,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => None,
     };
     let mut ledger = Ledger::open(&settings.state.dir, &args.iface, settings.bans.clone())?;
+    // Credentials first: a key that cannot be read stops the start with a clear error.
+    let crowdsec_key = match &settings.crowdsec {
+        Some(c) => Some(c.api_key.read().context("[crowdsec] api key")?),
+        None => None,
+    };
+    let mut store = settings
+        .crowdsec
+        .as_ref()
+        .map(|_| Store::new(state::origin::CROWDSEC, BanReason::Crowdsec));
     pins::ensure_bpffs()?;
     let dir = pins::dir(&args.iface);
     let pinned = dir.join(map::CONFIG.name).exists();
@@ -93,6 +146,18 @@ pub async fn run(args: RunArgs) -> Result<()> {
         // Every ban still in force goes back before the program is attached: no banned
         // source gets a packet through.
         let restored = if fresh { ledger.restore(&mut dp)? } else { 0 };
+        // So are the shared decisions held (a LAPI that is down at boot costs none).
+        if let Some(st) = store.as_mut() {
+            let a = st.load(&mut dp, ledger.state_mut())?;
+            if a.added > 0 {
+                info!(
+                    held = a.added,
+                    ms = a.elapsed.as_millis() as u64,
+                    "{} shared decisions restored from the state file",
+                    a.added
+                );
+            }
+        }
         Ok((dp, geo, carried, restored))
     });
     let (mut dp, mut geo, carried, restored) = match loaded {
@@ -117,10 +182,39 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if let Some(l) = metrics_listener {
         metrics::spawn(l, dir.clone())?;
     }
+    let board = Board::new(&args.iface);
+    let watcher = match settings.crowdsec.as_ref().filter(|c| c.watcher.is_some()) {
+        Some(c) => Some(Watcher::start(c.clone(), board.clone())?),
+        None => None,
+    };
+    let mut shared = match (store, &settings.crowdsec, crowdsec_key) {
+        (Some(store), Some(cfg), Some(key)) => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Delta>(4);
+            let (cfg, b) = (cfg.clone(), board.clone());
+            std::thread::Builder::new()
+                .name("sip-filter-bouncer".into())
+                .spawn(move || crowdsec::run_bouncer(cfg, key, b, |d| tx.blocking_send(d).is_ok()))
+                .context("spawning the crowdsec bouncer thread")?;
+            let url = settings
+                .crowdsec
+                .as_ref()
+                .map(|c| c.lapi_url.clone())
+                .unwrap_or_default();
+            board.update("crowdsec", &url, |s| s.count = store.len() as u64);
+            Some(Shared {
+                store,
+                rx,
+                board: board.clone(),
+                url,
+            })
+        }
+        _ => None,
+    };
     let mut reporter = Reporter {
         iface: args.iface.clone(),
         notifier,
         repeats: Repeats::default(),
+        watcher,
     };
     if let Err(e) =
         calls::dataplane::name_rules(&mut dp, ledger.state_mut(), settings.calls.as_ref())
@@ -199,8 +293,23 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     Err(e) => warn!("expiring extension locks: {e:#}"),
                 }
                 match bans::expire(&mut dp).and_then(|gone| ledger.expired(gone)) {
-                    Ok(changes) => reporter.report(changes, &[]),
+                    Ok(changes) => {
+                        if let Some(sh) = shared.as_mut() {
+                            sh.reinstate(&mut dp, &changes);
+                        }
+                        reporter.report(changes, &[]);
+                    }
                     Err(e) => warn!("expiring bans: {e:#}"),
+                }
+                if let Some(sh) = shared.as_mut() {
+                    match sh.store.expire(ledger.state_mut()) {
+                        Ok(0) => {}
+                        Ok(_) => {
+                            let held = sh.store.len() as u64;
+                            sh.board.update("crowdsec", &sh.url, |s| s.count = held);
+                        }
+                        Err(e) => warn!("expiring shared decisions: {e:#}"),
+                    }
                 }
                 // The schedule's edges: after-hours rules flip in the kernel (within a second).
                 let now_business = business_now(&settings);
@@ -218,8 +327,23 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     }
                 }
                 match ledger.sync(&mut dp) {
-                    Ok(changes) => reporter.report(changes, &[]),
+                    Ok(changes) => {
+                        if let Some(sh) = shared.as_mut() {
+                            sh.reinstate(&mut dp, &changes);
+                        }
+                        reporter.report(changes, &[]);
+                    }
                     Err(e) => warn!("recording bans in the state file: {e:#}"),
+                }
+            }
+            Some(delta) = next_delta(&mut shared) => {
+                if let Some(sh) = shared.as_mut() {
+                    match sh.store.apply(&mut dp, ledger.state_mut(), delta, &settings.allow) {
+                        Ok(a) => shared::log_applied("crowdsec", &a, sh.store.len()),
+                        Err(e) => error!("applying crowdsec decisions (the bans in force stay): {e:#}"),
+                    }
+                    let held = sh.store.len() as u64;
+                    sh.board.update("crowdsec", &sh.url, |s| s.count = held);
                 }
             }
             _ = prune.tick() => {
@@ -234,8 +358,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
                         if s.metrics != settings.metrics
                             || s.notify != settings.notify
                             || s.state != settings.state
+                            || s.crowdsec != settings.crowdsec
                         {
-                            warn!("[metrics], [notify] or [state] changed: restart the daemon to apply it");
+                            warn!("[metrics], [notify], [state] or [crowdsec] changed: restart the daemon to apply it");
                         }
                         ledger.set_policy(s.bans.clone());
                         if let Err(e) = calls::dataplane::name_rules(&mut dp, ledger.state_mut(), s.calls.as_ref()) {
@@ -329,6 +454,8 @@ struct Reporter {
     notifier: Option<Notifier>,
     /// Blocked calls already reported (the PBX retransmits an INVITE held back at egress).
     repeats: Repeats,
+    /// This host's bans to push to the CrowdSec LAPI.
+    watcher: Option<Watcher>,
 }
 
 impl Reporter {
@@ -415,6 +542,30 @@ impl Reporter {
                     } else {
                         String::new()
                     };
+                    // The kernel's bans go to the CrowdSec LAPI too (a flood guard's drop is
+                    // not a ban).
+                    if let Some(w) = &self.watcher
+                        && origin == state::origin::KERNEL
+                        && b.kind != BanReason::Flood.kind()
+                    {
+                        let window = events
+                            .iter()
+                            .find(|e| e.time_ns == b.created_ns)
+                            .map(|e| {
+                                Duration::from_nanos(e.time_ns.saturating_sub(e.first_failure_ns))
+                            })
+                            .unwrap_or_default();
+                        let created = clock::to_wall(b.created_ns);
+                        w.push(LocalBan {
+                            target: b.addr.clone(),
+                            reason: b.reason.clone(),
+                            failures: b.failures,
+                            duration: (b.expires_ns != 0)
+                                .then(|| Duration::from_nanos(b.expires_ns - b.created_ns)),
+                            first_failure: created - window,
+                            created,
+                        });
+                    }
                     match BanReason::from_name(&b.reason) {
                         Some(BanReason::Manual) | None => info!(
                             addr = %b.addr,

@@ -47,10 +47,12 @@ pub struct Ledger {
 }
 
 fn origin_of(b: &Ban) -> &'static str {
-    match BanReason::from_u8(b.reason) {
-        Some(BanReason::Manual) => origin::OPERATOR,
-        _ => origin::KERNEL,
-    }
+    bans::origin_of(b.reason)
+}
+
+/// A shared blocklist's entry: the decision store keeps those, not the ban history.
+fn shared(reason: u8) -> bool {
+    BanReason::from_u8(reason).is_some_and(BanReason::is_shared)
 }
 
 fn wall(ns: u64) -> SystemTime {
@@ -194,7 +196,7 @@ impl Ledger {
         let mut changes = Vec::new();
         let mut present = std::collections::HashSet::with_capacity(snap.len());
         for (target, b) in snap {
-            if !b.active_at(now) {
+            if !b.active_at(now) || shared(b.reason) {
                 continue;
             }
             present.insert(target.clone());
@@ -227,7 +229,9 @@ impl Ledger {
     /// A ban event from the kernel: record that ban now (the next `sync` finds it known).
     pub fn on_event(&mut self, maps: &mut impl Maps, target: &str) -> Result<Option<Change>> {
         match bans::get(maps, target)? {
-            Some(b) if b.active_at(clock::boot_ns()) => self.observe(maps, target, b),
+            Some(b) if b.active_at(clock::boot_ns()) && !shared(b.reason) => {
+                self.observe(maps, target, b)
+            }
             _ => Ok(None),
         }
     }
@@ -236,6 +240,9 @@ impl Ledger {
     pub fn expired(&mut self, gone: Vec<Entry>) -> Result<Vec<Change>> {
         let mut changes = Vec::new();
         for e in gone {
+            if BanReason::from_name(&e.reason).is_some_and(BanReason::is_shared) {
+                continue;
+            }
             if let Some(k) = self.known.remove(&e.addr) {
                 self.state.lift(k.id, wall(e.expires_ns), lifted::EXPIRED)?;
             }
@@ -316,10 +323,18 @@ impl Ledger {
     }
 }
 
-/// The offence number of each ban in force, from the state file (for `ban list`).
+/// The offence number of each ban in force, and who made each shared decision, from the
+/// state file (for `ban list`).
 pub fn offences(path: &Path, list: &mut [Entry]) -> Result<()> {
     let s = State::open_read_only(path)?;
     for e in list {
+        if BanReason::from_name(&e.reason).is_some_and(BanReason::is_shared) {
+            if let Some(d) = s.decisions_for(&e.addr)?.into_iter().next() {
+                e.origin = format!("{}/{}", d.source, d.origin);
+                e.note = Some(d.scenario);
+            }
+            continue;
+        }
         if let Some(r) = s.open_ban(&e.addr)? {
             e.offences = r.offence;
         }

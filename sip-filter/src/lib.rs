@@ -23,6 +23,7 @@ pub mod privilege;
 pub mod replay;
 pub mod rules;
 pub mod scanners;
+pub mod shared;
 pub mod state;
 pub mod upgrade;
 

@@ -82,10 +82,15 @@ pub trait Maps {
 
     /// Adds one to a counter that userspace keeps (`Reason::BansManual`), in CPU 0's slot.
     fn count(&mut self, reason: Reason) -> Result<()> {
+        self.count_n(reason, 1)
+    }
+
+    /// Adds `n` to a counter that userspace keeps, in CPU 0's slot.
+    fn count_n(&mut self, reason: Reason, n: u64) -> Result<()> {
         let mut map: PerCpuArray<&mut MapData, u64> =
             PerCpuArray::try_from(self.map_mut(map::STATS.name)?)?;
         let mut v: Vec<u64> = map.get(&(reason as u32), 0)?.iter().copied().collect();
-        v[0] += 1;
+        v[0] += n;
         map.set(reason as u32, PerCpuValues::try_from(v)?, 0)?;
         Ok(())
     }

@@ -9,6 +9,11 @@ use anyhow::{Context as _, Result};
 
 const RUN_DIR: &str = "/run/sip-filter";
 
+/// Where the run files live.
+pub fn run_dir() -> PathBuf {
+    PathBuf::from(RUN_DIR)
+}
+
 fn pid_file(iface: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{iface}.pid"))
 }

@@ -51,6 +51,23 @@ CREATE INDEX IF NOT EXISTS bans_by_target ON bans (target, created_ms);
 CREATE INDEX IF NOT EXISTS bans_open ON bans (lifted_ms);
 -- What each index of the kernel's per-rule call counters (CALL_STATS) stands for: the rule
 -- list in force, as `calls check` names each rule.
+-- Decisions held for shared blocklists (`[crowdsec]`): a reboot puts them back before the
+-- first packet, and `ban list` tells where each came from.
+CREATE TABLE IF NOT EXISTS decisions (
+    -- Which blocklist: `origin::CROWDSEC`.
+    source     TEXT NOT NULL,
+    -- The decision's id at its source.
+    id         TEXT NOT NULL,
+    -- As `ban list` names it.
+    target     TEXT NOT NULL,
+    -- Who made it there (CrowdSec: `cscli`, `crowdsec`, `CAPI`, `lists:...`) and why.
+    origin     TEXT NOT NULL,
+    scenario   TEXT NOT NULL,
+    -- NULL: no end.
+    expires_ms INTEGER,
+    PRIMARY KEY (source, id)
+);
+CREATE INDEX IF NOT EXISTS decisions_by_target ON decisions (target);
 CREATE TABLE IF NOT EXISTS call_rules (
     idx  INTEGER PRIMARY KEY,
     rule TEXT NOT NULL
@@ -63,6 +80,20 @@ pub mod origin {
     pub const KERNEL: &str = "sip-filter";
     /// `sip-filter ban add`.
     pub const OPERATOR: &str = "operator";
+    /// A CrowdSec LAPI decision (`[crowdsec]`).
+    pub const CROWDSEC: &str = "crowdsec";
+}
+
+/// A shared blocklist's decision as the state file holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DecisionRow {
+    pub source: String,
+    pub id: String,
+    pub target: String,
+    pub origin: String,
+    pub scenario: String,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub expires_ms: Option<i64>,
 }
 
 /// `lifted_by` values.
@@ -381,6 +412,70 @@ impl State {
         Ok(true)
     }
 
+    /// Records decisions (replacing those of the same source and id), in one transaction.
+    pub fn put_decisions(&mut self, rows: &[DecisionRow]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO decisions (source, id, target, origin, scenario, \
+                 expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for r in rows {
+                st.execute(params![
+                    r.source,
+                    r.id,
+                    r.target,
+                    r.origin,
+                    r.scenario,
+                    r.expires_ms
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets decisions of `source` by id, in one transaction.
+    pub fn delete_decisions(&mut self, source: &str, ids: &[String]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st =
+                tx.prepare_cached("DELETE FROM decisions WHERE source = ?1 AND id = ?2")?;
+            for id in ids {
+                st.execute(params![source, id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every decision held of `source`.
+    pub fn decisions(&self, source: &str) -> Result<Vec<DecisionRow>> {
+        self.decisions_where("source = ?1", source)
+    }
+
+    /// The decisions held for one target (`ban list`'s name), of every source.
+    pub fn decisions_for(&self, target: &str) -> Result<Vec<DecisionRow>> {
+        self.decisions_where("target = ?1", target)
+    }
+
+    fn decisions_where(&self, cond: &str, arg: &str) -> Result<Vec<DecisionRow>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT source, id, target, origin, scenario, expires_ms FROM decisions WHERE {cond}"
+        ))?;
+        let rows = st.query_map([arg], |r| {
+            Ok(DecisionRow {
+                source: r.get(0)?,
+                id: r.get(1)?,
+                target: r.get(2)?,
+                origin: r.get(3)?,
+                scenario: r.get(4)?,
+                expires_ms: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Forgets ended bans created before `before` (older than `history_time`).
     pub fn prune(&self, before: SystemTime) -> Result<usize> {
         Ok(self.conn.execute(
@@ -439,6 +534,29 @@ mod tests {
         assert_eq!(s.prune(now + Duration::from_secs(1)).unwrap(), 1);
         assert_eq!(s.history("192.0.2.1").unwrap().len(), 0);
         assert_eq!(s.open_bans().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn decisions_are_kept_by_source_and_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::open(&path(dir.path(), "eth0")).unwrap();
+        let row = |id: &str, target: &str| DecisionRow {
+            source: origin::CROWDSEC.into(),
+            id: id.into(),
+            target: target.into(),
+            origin: "cscli".into(),
+            scenario: "manual".into(),
+            expires_ms: Some(1),
+        };
+        s.put_decisions(&[row("1", "192.0.2.7"), row("2", "198.51.100.0/24")])
+            .unwrap();
+        s.put_decisions(&[row("1", "192.0.2.8")]).unwrap();
+        let held = s.decisions(origin::CROWDSEC).unwrap();
+        assert_eq!(held.len(), 2);
+        assert_eq!(s.decisions_for("192.0.2.8").unwrap()[0].id, "1");
+        s.delete_decisions(origin::CROWDSEC, &["1".into()]).unwrap();
+        assert!(s.decisions_for("192.0.2.8").unwrap().is_empty());
+        assert_eq!(s.decisions("apiban").unwrap().len(), 0);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{cargo_bin_dir, path_with, run};
+use crate::util::{cargo_bin_dir, path_with, run, workspace_root};
 
 /// Debian packages the build, the tests and the VM runs need.
 pub const APT_PACKAGES: &[&str] = &[
@@ -65,6 +65,7 @@ pub fn run_setup() -> Result<()> {
     ensure_bpf_linker().context("installing bpf-linker")?;
     ensure_cargo_deb().context("installing cargo-deb")?;
     ensure_bpffs().context("mounting bpffs")?;
+    ensure_crowdsec().context("unpacking crowdsec")?;
     eprintln!(
         "xtask: setup complete in {:.1}s",
         start.elapsed().as_secs_f64()
@@ -146,6 +147,42 @@ impl Drop for NoDaemonStarts {
             eprintln!("xtask: warning: could not remove {POLICY_RC_D}: {e}");
         }
     }
+}
+
+/// The CrowdSec LAPI the `[crowdsec]` tests run: Debian's package, downloaded and unpacked
+/// under `target/crowdsec`, never installed (its postinst registers with the central API,
+/// which fails offline and leaves a half-configured package that breaks later apt runs).
+fn ensure_crowdsec() -> Result<()> {
+    let dir = workspace_root().join("target/crowdsec");
+    let root = dir.join("root");
+    if root.join("usr/bin/crowdsec").exists() && root.join("usr/bin/cscli").exists() {
+        eprintln!("xtask: crowdsec: unpacked in {}", root.display());
+        return Ok(());
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let deb = |dir: &Path| {
+        fs::read_dir(dir).ok().and_then(|rd| {
+            rd.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("crowdsec_") && n.ends_with(".deb"))
+            })
+        })
+    };
+    if deb(&dir).is_none() {
+        eprintln!("xtask: downloading crowdsec (not installed: unpacked for the tests)");
+        run(Command::new("apt-get")
+            .args(["download", "crowdsec"])
+            .current_dir(&dir))?;
+    }
+    let file = deb(&dir).context("apt-get download left no crowdsec_*.deb")?;
+    let partial = dir.join("root.partial");
+    let _ = fs::remove_dir_all(&partial);
+    run(Command::new("dpkg-deb").arg("-x").arg(&file).arg(&partial))?;
+    let _ = fs::remove_dir_all(&root);
+    fs::rename(&partial, &root)?;
+    eprintln!("xtask: crowdsec unpacked in {}", root.display());
+    Ok(())
 }
 
 pub fn set_executable(path: &Path) -> Result<()> {

@@ -21,6 +21,17 @@ pub enum BanCmd {
     },
     /// Lift a ban (and forget the source's failure count).
     Del { target: String },
+    /// Ban every address or CIDR of a list file: JSON (an array, or APIBAN's
+    /// `{"ipaddress": [...]}`) or plain text, one per line, `#` comments.
+    Import {
+        file: std::path::PathBuf,
+        /// How long (e.g. 7d); permanent if omitted.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// A note kept with each ban (32 bytes are kept).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Bans in force.
     List {
         #[arg(long)]
@@ -69,6 +80,28 @@ pub fn ban(iface: Option<&str>, cmd: BanCmd) -> Result<()> {
             bans::del(&mut maps, t)?;
             println!("unbanned {t}");
         }
+        BanCmd::Import {
+            file,
+            duration,
+            reason,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let targets = bans::parse_list(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
+            let (_, mut maps) = open(iface)?;
+            let started = std::time::Instant::now();
+            let n = bans::add_many(&mut maps, &targets, duration, &reason)?;
+            println!(
+                "banned {n} targets from {} {} in {:.2}s",
+                file.display(),
+                match duration {
+                    Some(d) => format!("for {}", humantime::format_duration(d)),
+                    None => "permanently".into(),
+                },
+                started.elapsed().as_secs_f64()
+            );
+        }
         BanCmd::List { json } => {
             let (iface, mut maps) = open(iface)?;
             let mut list = bans::list(&mut maps)?;
@@ -84,8 +117,15 @@ pub fn ban(iface: Option<&str>, cmd: BanCmd) -> Result<()> {
                 println!("no bans");
             } else {
                 println!(
-                    "{:<28} {:<10} {:<15} {:>8} {:>8} {:<21} {:>10}  note",
-                    "address", "kind", "reason", "failures", "offences", "created", "expires in"
+                    "{:<28} {:<10} {:<15} {:<14} {:>8} {:>8} {:<21} {:>10}  note",
+                    "address",
+                    "kind",
+                    "reason",
+                    "origin",
+                    "failures",
+                    "offences",
+                    "created",
+                    "expires in"
                 );
                 for b in list {
                     let exp = b
@@ -93,10 +133,11 @@ pub fn ban(iface: Option<&str>, cmd: BanCmd) -> Result<()> {
                         .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())
                         .unwrap_or_else(|| "never".into());
                     println!(
-                        "{:<28} {:<10} {:<15} {:>8} {:>8} {:<21} {:>10}  {}",
+                        "{:<28} {:<10} {:<15} {:<14} {:>8} {:>8} {:<21} {:>10}  {}",
                         b.addr,
                         b.kind,
                         b.reason,
+                        b.origin,
                         b.failures,
                         b.offences,
                         b.created,

@@ -102,6 +102,8 @@ struct Status {
     program_ids: Vec<(String, u32)>,
     maps: Vec<MapFill>,
     bans: usize,
+    /// Shared blocklists (`[crowdsec]`), as the daemon last reported them.
+    sources: Vec<sip_filter::shared::status::Source>,
 }
 
 pub fn status(iface: Option<&str>, json: bool) -> Result<()> {
@@ -124,6 +126,7 @@ pub fn status(iface: Option<&str>, json: bool) -> Result<()> {
         program_ids,
         bans: bans::list(&mut maps)?.len(),
         maps: fills(&mut maps)?,
+        sources: sip_filter::shared::status::read(&iface),
         iface,
     };
     if json {
@@ -145,6 +148,27 @@ pub fn status(iface: Option<&str>, json: bool) -> Result<()> {
         println!("program:    {n} id {id}");
     }
     println!("bans:       {} in force", s.bans);
+    for src in &s.sources {
+        println!(
+            "source:     {:<17} {:<11} {} last sync {}, {} {}, {} ignored, {} errors{}",
+            src.name,
+            src.state,
+            src.url,
+            src.last_sync.as_deref().unwrap_or("never"),
+            src.count,
+            if src.name.ends_with("watcher") {
+                "alerts pushed"
+            } else {
+                "decisions held"
+            },
+            src.ignored,
+            src.errors,
+            src.last_error
+                .as_deref()
+                .map(|e| format!(" (last: {e})"))
+                .unwrap_or_default()
+        );
+    }
     for m in &s.maps {
         println!(
             "map:        {:<10} {:>8} / {}",

@@ -1,0 +1,375 @@
+//! Many PBX hosts, one blocklist: two filters (PBX A and PBX B, each its own namespaces and
+//! daemon) as bouncers and watchers of one real CrowdSec LAPI (Debian 12's 1.4.6).
+use std::time::{Duration, Instant};
+
+use tests::{
+    crowdsec::Lapi,
+    filter::Filter,
+    netns::{PBX_V4, PBX_V6, wait_for},
+    responder::{Creds, Responder},
+};
+
+const POLL: &str = "1s";
+/// The suite's full resync: often, so the 100k import's stream races are healed in seconds.
+const RESYNC: &str = "10s";
+const ATTACKER: &str = "203.0.113.10";
+const RANGE_CLIENT: &str = "198.51.100.10";
+const V6_CLIENT: &str = "2001:db8:1::10";
+
+const BASE: &str = "[auth]\nmax_failures = 3\nfind_time = \"10m\"\nban_time = \"1h\"\n\
+                    [scanners]\nuser_agents = []\n";
+
+struct Pair {
+    a: Filter,
+    b: Filter,
+    lapi: Lapi,
+    _pbx_a: Responder,
+    _pbx_b: Responder,
+}
+
+/// A LAPI, then both filters with a `[crowdsec]` section each (the LAPI is up first).
+fn pair() -> Pair {
+    let link_a = tests::netns::Link::new(&["198.51.100.10/24"]).unwrap();
+    let link_b = tests::netns::Link::new(&["198.51.100.10/24"]).unwrap();
+    let lapi = Lapi::start(&[&link_a.pbx, &link_b.pbx]).expect("starting the crowdsec LAPI");
+    let a = Filter::on_link(
+        link_a,
+        &format!("{BASE}{}", lapi.peers[0].config(POLL, RESYNC)),
+    );
+    let b = Filter::on_link(
+        link_b,
+        &format!("{BASE}{}", lapi.peers[1].config(POLL, RESYNC)),
+    );
+    let (_pbx_a, _pbx_b) = (a.responder(), b.responder());
+    Pair {
+        a,
+        b,
+        lapi,
+        _pbx_a,
+        _pbx_b,
+    }
+}
+
+fn banned(f: &Filter, target: &str) -> Option<serde_json::Value> {
+    f.bans().into_iter().find(|b| b["addr"] == target)
+}
+
+/// `f`'s client at `from` gets an answer to a REGISTER without credentials.
+fn answered(f: &Filter, from: &str, to: &str) -> bool {
+    f.client(&format!("{}:0", host(from)))
+        .register(to, Creds::None)
+        .is_some()
+}
+
+fn host(a: &str) -> String {
+    if a.contains(':') {
+        format!("[{a}]")
+    } else {
+        a.to_string()
+    }
+}
+
+#[test]
+fn a_ban_on_pbx_a_drops_the_attacker_on_pbx_b_within_two_polls() {
+    let p = pair();
+    assert!(
+        answered(&p.b, ATTACKER, PBX_V4),
+        "B answers the attacker first"
+    );
+    let c = p.a.client(&format!("{ATTACKER}:0"));
+    for _ in 0..3 {
+        c.register(PBX_V4, Creds::Bad);
+    }
+    assert!(
+        wait_for(Duration::from_secs(5), || banned(&p.a, ATTACKER).is_some()),
+        "A bans at its threshold:\n{}",
+        p.a.log()
+    );
+    let t = Instant::now();
+    let poll = humantime::parse_duration(POLL).unwrap();
+    let on_b = wait_for(poll * 2 + Duration::from_secs(3), || {
+        banned(&p.b, ATTACKER).is_some()
+    });
+    let took = t.elapsed();
+    assert!(
+        on_b,
+        "B holds A's ban:\nA:\n{}\nB:\n{}\nLAPI:\n{}",
+        p.a.log(),
+        p.b.log(),
+        p.lapi.log()
+    );
+    let b = banned(&p.b, ATTACKER).unwrap();
+    assert_eq!(b["reason"], "crowdsec", "{b}");
+    assert_eq!(b["origin"], "crowdsec/crowdsec", "{b}");
+    assert_eq!(b["note"], "sip-filter/auth-failures", "{b}");
+    let before = p.b.stats()["dropped_banned"].as_u64().unwrap();
+    assert!(!answered(&p.b, ATTACKER, PBX_V4), "B drops the attacker");
+    assert!(p.b.stats()["dropped_banned"].as_u64().unwrap() > before);
+    assert!(
+        answered(&p.b, RANGE_CLIENT, PBX_V4),
+        "and only the attacker"
+    );
+    let held = p.lapi.decisions().unwrap();
+    assert!(
+        held.iter()
+            .any(|(v, s)| v == ATTACKER && s == "sip-filter/auth-failures"),
+        "cscli decisions list: {held:?}"
+    );
+    let status = p.b.cli_ok(&["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let src = &s["sources"][0];
+    assert_eq!(src["state"], "connected", "{s}");
+    assert!(src["count"].as_u64().unwrap() >= 1, "{s}");
+    eprintln!(
+        "propagation A -> B: {:.1}s after A's ban was listed (poll {POLL})",
+        took.as_secs_f64()
+    );
+}
+
+#[test]
+fn cscli_decisions_drop_on_both_and_their_delete_spares_a_local_ban() {
+    let p = pair();
+    // A local ban on A of the IPv6 client, made before the shared one.
+    p.a.cli_ok(&["ban", "add", V6_CLIENT, "--for", "1h", "--reason", "local"]);
+    p.lapi
+        .cscli(&["decisions", "add", "--ip", V6_CLIENT, "--duration", "2h"])
+        .unwrap();
+    p.lapi
+        .cscli(&[
+            "decisions",
+            "add",
+            "--range",
+            "198.51.100.0/24",
+            "--duration",
+            "2h",
+        ])
+        .unwrap();
+    p.lapi
+        .cscli(&[
+            "decisions",
+            "add",
+            "--ip",
+            ATTACKER,
+            "--duration",
+            "2h",
+            "--type",
+            "captcha",
+        ])
+        .unwrap();
+    let v6_name = format!("{V6_CLIENT}/64").replace("::10/64", "::/64");
+    for f in [&p.a, &p.b] {
+        assert!(
+            wait_for(Duration::from_secs(6), || banned(f, "198.51.100.0/24")
+                .is_some()
+                && banned(f, &v6_name).is_some()),
+            "both decisions held: {:?}\n{}",
+            f.bans(),
+            f.log()
+        );
+        assert!(!answered(f, RANGE_CLIENT, PBX_V4), "the range is dropped");
+        assert!(
+            !answered(f, V6_CLIENT, PBX_V6),
+            "the IPv6 client is dropped"
+        );
+        assert!(
+            answered(f, ATTACKER, PBX_V4),
+            "a captcha decision is not enforced"
+        );
+    }
+    assert_eq!(
+        banned(&p.a, &v6_name).unwrap()["reason"],
+        "manual",
+        "A's own ban stays"
+    );
+    assert_eq!(banned(&p.b, &v6_name).unwrap()["reason"], "crowdsec");
+    let status: serde_json::Value =
+        serde_json::from_str(&p.b.cli_ok(&["status", "--json"])).unwrap();
+    assert!(
+        status["sources"][0]["ignored"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+
+    p.lapi
+        .cscli(&["decisions", "delete", "--ip", V6_CLIENT])
+        .unwrap();
+    p.lapi
+        .cscli(&["decisions", "delete", "--range", "198.51.100.0/24"])
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(6), || banned(&p.b, &v6_name).is_none()
+            && banned(&p.b, "198.51.100.0/24").is_none()),
+        "B lifts both: {:?}",
+        p.b.bans()
+    );
+    assert!(answered(&p.b, RANGE_CLIENT, PBX_V4));
+    assert!(answered(&p.b, V6_CLIENT, PBX_V6));
+    assert!(
+        wait_for(Duration::from_secs(6), || banned(&p.a, "198.51.100.0/24")
+            .is_none()),
+        "A lifts the range"
+    );
+    let local = banned(&p.a, &v6_name).expect("A's local ban of the same address stays");
+    assert_eq!(local["reason"], "manual");
+    assert!(!answered(&p.a, V6_CLIENT, PBX_V6), "and is enforced");
+    assert!(answered(&p.a, RANGE_CLIENT, PBX_V4));
+}
+
+#[test]
+fn the_lapi_down_keeps_every_ban_and_a_resync_follows() {
+    let mut p = pair();
+    p.lapi
+        .cscli(&[
+            "decisions",
+            "add",
+            "--range",
+            "198.51.100.0/24",
+            "--duration",
+            "2h",
+        ])
+        .unwrap();
+    p.lapi
+        .cscli(&["decisions", "add", "--ip", ATTACKER, "--duration", "2h"])
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(6), || banned(&p.b, ATTACKER)
+        .is_some()
+        && banned(&p.b, "198.51.100.0/24").is_some()));
+    p.lapi.stop();
+    // Polls fail for a while (the suite's stand-in for the issue's minute).
+    let down = wait_for(Duration::from_secs(10), || {
+        let s: serde_json::Value =
+            serde_json::from_str(&p.b.cli_ok(&["status", "--json"])).unwrap();
+        s["sources"][0]["state"] == "unreachable"
+    });
+    assert!(down, "B notices the LAPI is down:\n{}", p.b.log());
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(banned(&p.b, ATTACKER).is_some(), "the bans stay");
+    assert!(!answered(&p.b, ATTACKER, PBX_V4), "and are enforced");
+    // A restart of B's daemon while the LAPI is down keeps them too.
+    p.b.stop_daemon(false);
+    p.b.run_daemon();
+    assert!(banned(&p.b, "198.51.100.0/24").is_some());
+    // Deleted while B could not see it: the resync lifts it.
+    p.lapi.run().unwrap();
+    p.lapi
+        .cscli(&["decisions", "delete", "--ip", ATTACKER])
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(70), || banned(&p.b, ATTACKER).is_none()),
+        "resynced: {:?}\n{}",
+        p.b.bans(),
+        p.b.log()
+    );
+    assert!(banned(&p.b, "198.51.100.0/24").is_some(), "the rest stays");
+    assert!(p.b.log().contains("reachable again"), "{}", p.b.log());
+}
+
+#[test]
+fn a_reboot_restores_the_shared_decisions_before_the_first_packet() {
+    let mut p = pair();
+    p.lapi
+        .cscli(&["decisions", "add", "--ip", ATTACKER, "--duration", "2h"])
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(6), || banned(&p.b, ATTACKER).is_some()));
+    p.lapi.stop();
+    p.b.simulate_reboot();
+    p.b.run_daemon();
+    assert!(
+        p.b.log().contains("shared decisions restored"),
+        "{}",
+        p.b.log()
+    );
+    assert!(
+        !answered(&p.b, ATTACKER, PBX_V4),
+        "dropped with the LAPI down"
+    );
+}
+
+#[test]
+fn one_hundred_thousand_decisions_reach_the_maps() {
+    let p = pair();
+    // 100k distinct IPv6 /64s in the documentation prefix (the filter bans IPv6 by /64).
+    let n = 100_000u32;
+    let mut csv = String::from("value,duration,reason\n");
+    for i in 0..n {
+        csv.push_str(&format!(
+            "2001:db8:{:x}:{:x}::1,4h,bulk\n",
+            0x100 + (i >> 16),
+            i & 0xffff
+        ));
+    }
+    let file = p.lapi.dir.path().join("bulk.csv");
+    std::fs::write(&file, csv).unwrap();
+    let t = Instant::now();
+    p.lapi
+        .cscli(&["decisions", "import", "-i", file.to_str().unwrap()])
+        .unwrap();
+    let imported = t.elapsed();
+    let t = Instant::now();
+    let count = |f: &Filter| {
+        let s: serde_json::Value = serde_json::from_str(&f.cli_ok(&["status", "--json"])).unwrap();
+        s["maps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "BANS")
+            .map(|m| m["entries"].as_u64().unwrap())
+            .unwrap_or(0)
+    };
+    let reached = wait_for(Duration::from_secs(180), || count(&p.b) >= u64::from(n));
+    let took = t.elapsed();
+    assert!(reached, "B's BANS: {}\n{}", count(&p.b), p.b.log());
+    let applied =
+        p.b.log()
+            .lines()
+            .find(|l| l.contains("decisions added") && l.contains("100000"))
+            .map(str::to_owned)
+            .unwrap_or_default();
+    eprintln!(
+        "100k decisions: cscli import {:.1}s; in B's maps {:.1}s after (daemon: {applied})",
+        imported.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    assert!(wait_for(Duration::from_secs(30), || count(&p.a) >= u64::from(n)));
+}
+
+#[test]
+fn ban_import_bans_a_list_in_batches() {
+    let f = Filter::start(&["198.51.100.10/24"], BASE);
+    let _pbx = f.responder();
+    assert!(answered(&f, ATTACKER, PBX_V4));
+    let list = f.tmp.path().join("list.txt");
+    let mut text = String::from("# APIBAN-style list\n198.51.100.0/24\n");
+    text.push_str(&format!("{ATTACKER}\n"));
+    // 5,000 more, so that the exact ones take more than one batch.
+    for i in 0..5000u32 {
+        text.push_str(&format!("2001:db8:{:x}::1\n", 0x200 + i));
+    }
+    std::fs::write(&list, text).unwrap();
+    let out = f.cli_ok(&[
+        "ban",
+        "import",
+        list.to_str().unwrap(),
+        "--for",
+        "7d",
+        "--reason",
+        "apiban",
+    ]);
+    assert!(out.contains("banned 5002 targets"), "{out}");
+    let b = banned(&f, ATTACKER).unwrap();
+    assert_eq!(b["reason"], "manual");
+    assert_eq!(b["note"], "apiban");
+    assert!(b["expires_in_secs"].as_u64().unwrap() > 6 * 86_400);
+    assert_eq!(f.bans().len(), 5002);
+    assert!(!answered(&f, ATTACKER, PBX_V4), "dropped");
+    assert!(!answered(&f, RANGE_CLIENT, PBX_V4), "the range too");
+    let bad = f.tmp.path().join("bad.txt");
+    std::fs::write(&bad, "192.0.2.1\nnope\n").unwrap();
+    let o = f.cli(&["ban", "import", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("line 2"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(f.bans().len(), 5002, "a bad file bans nothing");
+}
