@@ -517,20 +517,7 @@ impl Settings {
         }
 
         if let Some(v) = &raw.notify.webhook {
-            let text = cx.string("webhook", v)?;
-            let ok = text
-                .parse::<ureq::http::Uri>()
-                .ok()
-                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-            if ok.is_none() {
-                return Err(cx.at(
-                    v.span(),
-                    format!(
-                        "webhook: {text:?} is not an http:// or https:// URL, e.g. \
-                         \"http://127.0.0.1:8080/sip-filter\""
-                    ),
-                ));
-            }
+            let text = cx.http_url("webhook", v, "http://127.0.0.1:8080/sip-filter")?;
             s.notify.webhook = Some(text.to_string());
         }
 
@@ -1418,21 +1405,10 @@ impl Ctx<'_> {
                  \"http://127.0.0.1:8080\"",
             ));
         };
-        let text = self.string("lapi_url", v)?.trim_end_matches('/');
-        let ok = text
-            .parse::<ureq::http::Uri>()
-            .ok()
-            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-        if ok.is_none() {
-            return Err(self.at(
-                v.span(),
-                format!(
-                    "lapi_url: {text:?} is not an http:// or https:// URL, e.g. \
-                     \"http://127.0.0.1:8080\""
-                ),
-            ));
-        }
-        let lapi_url = text.to_string();
+        let lapi_url = self
+            .http_url("lapi_url", v, "http://127.0.0.1:8080")?
+            .trim_end_matches('/')
+            .to_string();
         let api_key = match (&c.api_key, &c.api_key_file) {
             (Some(a), Some(_)) => {
                 return Err(self.at(a.span(), "api_key: give api_key or api_key_file, not both"));
@@ -1503,6 +1479,22 @@ impl Ctx<'_> {
             resync,
             watcher,
         })
+    }
+
+    /// An `http://` or `https://` URL with a host.
+    fn http_url<'v>(&self, field: &str, v: &'v Val, example: &str) -> Result<&'v str, ConfigError> {
+        let text = self.string(field, v)?;
+        let ok = text
+            .parse::<ureq::http::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if ok.is_none() {
+            return Err(self.at(
+                v.span(),
+                format!("{field}: {text:?} is not an http:// or https:// URL, e.g. \"{example}\""),
+            ));
+        }
+        Ok(text)
     }
 
     fn path(&self, field: &str, v: &Val) -> Result<PathBuf, ConfigError> {

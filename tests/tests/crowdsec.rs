@@ -29,9 +29,15 @@ struct Pair {
 
 /// A LAPI, then both filters with a `[crowdsec]` section each (the LAPI is up first).
 fn pair() -> Pair {
+    pair_after(|_| {})
+}
+
+/// As `pair`, with `before` run on the LAPI before the filters start.
+fn pair_after(before: impl FnOnce(&Lapi)) -> Pair {
     let link_a = tests::netns::Link::new(&["198.51.100.10/24"]).unwrap();
     let link_b = tests::netns::Link::new(&["198.51.100.10/24"]).unwrap();
     let lapi = Lapi::start(&[&link_a.pbx, &link_b.pbx]).expect("starting the crowdsec LAPI");
+    before(&lapi);
     let a = Filter::on_link(
         link_a,
         &format!("{BASE}{}", lapi.peers[0].config(POLL, RESYNC)),
@@ -59,6 +65,14 @@ fn answered(f: &Filter, from: &str, to: &str) -> bool {
     f.client(&format!("{}:0", host(from)))
         .register(to, Creds::None)
         .is_some()
+}
+
+/// `cscli decisions add ARGS --duration 2h`.
+fn decide(lapi: &Lapi, args: &[&str]) {
+    let mut a = vec!["decisions", "add"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["--duration", "2h"]);
+    lapi.cscli(&a).unwrap();
 }
 
 fn host(a: &str) -> String {
@@ -131,31 +145,9 @@ fn cscli_decisions_drop_on_both_and_their_delete_spares_a_local_ban() {
     let p = pair();
     // A local ban on A of the IPv6 client, made before the shared one.
     p.a.cli_ok(&["ban", "add", V6_CLIENT, "--for", "1h", "--reason", "local"]);
-    p.lapi
-        .cscli(&["decisions", "add", "--ip", V6_CLIENT, "--duration", "2h"])
-        .unwrap();
-    p.lapi
-        .cscli(&[
-            "decisions",
-            "add",
-            "--range",
-            "198.51.100.0/24",
-            "--duration",
-            "2h",
-        ])
-        .unwrap();
-    p.lapi
-        .cscli(&[
-            "decisions",
-            "add",
-            "--ip",
-            ATTACKER,
-            "--duration",
-            "2h",
-            "--type",
-            "captcha",
-        ])
-        .unwrap();
+    decide(&p.lapi, &["--ip", V6_CLIENT]);
+    decide(&p.lapi, &["--range", "198.51.100.0/24"]);
+    decide(&p.lapi, &["--ip", ATTACKER, "--type", "captcha"]);
     let v6_name = format!("{V6_CLIENT}/64").replace("::10/64", "::/64");
     for f in [&p.a, &p.b] {
         assert!(
@@ -201,8 +193,12 @@ fn cscli_decisions_drop_on_both_and_their_delete_spares_a_local_ban() {
         "B lifts both: {:?}",
         p.b.bans()
     );
+    // Answered again (IPv6: once neighbour discovery, whose packets the ban dropped too,
+    // has found the client again).
     assert!(answered(&p.b, RANGE_CLIENT, PBX_V4));
-    assert!(answered(&p.b, V6_CLIENT, PBX_V6));
+    assert!(wait_for(Duration::from_secs(5), || answered(
+        &p.b, V6_CLIENT, PBX_V6
+    )));
     assert!(
         wait_for(Duration::from_secs(6), || banned(&p.a, "198.51.100.0/24")
             .is_none()),
@@ -217,19 +213,8 @@ fn cscli_decisions_drop_on_both_and_their_delete_spares_a_local_ban() {
 #[test]
 fn the_lapi_down_keeps_every_ban_and_a_resync_follows() {
     let mut p = pair();
-    p.lapi
-        .cscli(&[
-            "decisions",
-            "add",
-            "--range",
-            "198.51.100.0/24",
-            "--duration",
-            "2h",
-        ])
-        .unwrap();
-    p.lapi
-        .cscli(&["decisions", "add", "--ip", ATTACKER, "--duration", "2h"])
-        .unwrap();
+    decide(&p.lapi, &["--range", "198.51.100.0/24"]);
+    decide(&p.lapi, &["--ip", ATTACKER]);
     assert!(wait_for(Duration::from_secs(6), || banned(&p.b, ATTACKER)
         .is_some()
         && banned(&p.b, "198.51.100.0/24").is_some()));
@@ -266,9 +251,7 @@ fn the_lapi_down_keeps_every_ban_and_a_resync_follows() {
 #[test]
 fn a_reboot_restores_the_shared_decisions_before_the_first_packet() {
     let mut p = pair();
-    p.lapi
-        .cscli(&["decisions", "add", "--ip", ATTACKER, "--duration", "2h"])
-        .unwrap();
+    decide(&p.lapi, &["--ip", ATTACKER]);
     assert!(wait_for(Duration::from_secs(6), || banned(&p.b, ATTACKER).is_some()));
     p.lapi.stop();
     p.b.simulate_reboot();
@@ -286,25 +269,30 @@ fn a_reboot_restores_the_shared_decisions_before_the_first_packet() {
 
 #[test]
 fn one_hundred_thousand_decisions_reach_the_maps() {
-    let p = pair();
-    // 100k distinct IPv6 /64s in the documentation prefix (the filter bans IPv6 by /64).
+    // Imported before the filters start (1.4.6's sqlite LAPI fails an import with "database
+    // is locked" while bouncers stream it): what is measured is the filters' bulk load, from
+    // the first `startup=true` stream to 100k entries in the maps.
     let n = 100_000u32;
-    let mut csv = String::from("value,duration,reason\n");
-    for i in 0..n {
-        csv.push_str(&format!(
-            "2001:db8:{:x}:{:x}::1,4h,bulk\n",
-            0x100 + (i >> 16),
-            i & 0xffff
-        ));
-    }
-    let file = p.lapi.dir.path().join("bulk.csv");
-    std::fs::write(&file, csv).unwrap();
-    let t = Instant::now();
-    p.lapi
-        .cscli(&["decisions", "import", "-i", file.to_str().unwrap()])
-        .unwrap();
-    let imported = t.elapsed();
-    let t = Instant::now();
+    let mut imported = Duration::ZERO;
+    let started = std::cell::Cell::new(None);
+    let p = pair_after(|lapi| {
+        // 100k distinct IPv6 /64s in the documentation prefix (IPv6 is banned by /64).
+        let mut csv = String::from("value,duration,reason\n");
+        for i in 0..n {
+            csv.push_str(&format!(
+                "2001:db8:{:x}:{:x}::1,4h,bulk\n",
+                0x100 + (i >> 16),
+                i & 0xffff
+            ));
+        }
+        let file = lapi.dir.path().join("bulk.csv");
+        std::fs::write(&file, csv).unwrap();
+        let t = Instant::now();
+        lapi.cscli(&["decisions", "import", "-i", file.to_str().unwrap()])
+            .unwrap();
+        imported = t.elapsed();
+        started.set(Some(Instant::now()));
+    });
     let count = |f: &Filter| {
         let s: serde_json::Value = serde_json::from_str(&f.cli_ok(&["status", "--json"])).unwrap();
         s["maps"]
@@ -316,20 +304,21 @@ fn one_hundred_thousand_decisions_reach_the_maps() {
             .unwrap_or(0)
     };
     let reached = wait_for(Duration::from_secs(180), || count(&p.b) >= u64::from(n));
-    let took = t.elapsed();
+    let took = started.get().unwrap().elapsed();
     assert!(reached, "B's BANS: {}\n{}", count(&p.b), p.b.log());
     let applied =
         p.b.log()
             .lines()
-            .find(|l| l.contains("decisions added") && l.contains("100000"))
+            .find(|l| l.contains("decisions added") && l.contains("added=100000"))
             .map(str::to_owned)
             .unwrap_or_default();
     eprintln!(
-        "100k decisions: cscli import {:.1}s; in B's maps {:.1}s after (daemon: {applied})",
+        "100k decisions: cscli import {:.1}s; in B's maps {:.1}s after the filters started \
+         (debug build; daemon: {applied})",
         imported.as_secs_f64(),
         took.as_secs_f64()
     );
-    assert!(wait_for(Duration::from_secs(30), || count(&p.a) >= u64::from(n)));
+    assert!(wait_for(Duration::from_secs(60), || count(&p.a) >= u64::from(n)));
 }
 
 #[test]

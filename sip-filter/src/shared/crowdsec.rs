@@ -19,8 +19,11 @@ use tracing::{info, warn};
 use super::{Decision, Delta, go_duration, status::Board};
 use crate::config::Crowdsec;
 
-/// How long one request may take.
+/// How long the LAPI may take to connect and to start its answer.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a body may take to arrive: a full stream of 100k decisions from a LAPI busy with
+/// an import takes tens of seconds.
+const BODY_TIMEOUT: Duration = Duration::from_secs(600);
 /// The longest wait between tries while the LAPI is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Bans waiting for the watcher while the LAPI is down; more are dropped and counted.
@@ -33,7 +36,9 @@ const WATCHER: &str = "crowdsec-watcher";
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
-        .timeout_global(Some(TIMEOUT))
+        .timeout_connect(Some(TIMEOUT))
+        .timeout_recv_response(Some(TIMEOUT))
+        .timeout_recv_body(Some(BODY_TIMEOUT))
         .user_agent(concat!("sip-filter/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()
@@ -142,11 +147,13 @@ pub fn run_bouncer(cfg: Crowdsec, key: String, board: Board, deliver: impl Fn(De
             .call()
             .map_err(anyhow::Error::from)
             .and_then(|mut r| {
-                r.body_mut()
+                let text = r
+                    .body_mut()
                     .with_config()
                     .limit(MAX_BODY)
-                    .read_json::<Stream>()
-                    .context("reading the decision stream")
+                    .read_to_string()
+                    .context("reading the decision stream")?;
+                serde_json::from_str::<Stream>(&text).context("parsing the decision stream")
             });
         match got {
             Ok(s) => {
