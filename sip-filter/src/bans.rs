@@ -265,10 +265,7 @@ pub fn snapshot(maps: &mut impl Maps) -> Result<Vec<(String, Ban)>> {
 /// The ban of one target as `ban list` names it, if the maps hold one.
 pub fn get(maps: &mut impl Maps, target: &str) -> Result<Option<Ban>> {
     let v6 = v6_prefix(maps)?;
-    Ok(match slot(parse_target(target)?, v6) {
-        Slot::Exact(k) => maps.bans()?.get(&k, 0).ok(),
-        Slot::Net(len, k) => maps.ban_nets()?.get(&Key::new(len, k), 0).ok(),
-    })
+    get_at(maps, &place(parse_target(target)?, v6))
 }
 
 /// Writes a ban as it is (restoring one from the state file, lengthening a repeat

@@ -46,10 +46,6 @@ pub struct Ledger {
     known: HashMap<String, Known>,
 }
 
-fn origin_of(b: &Ban) -> &'static str {
-    bans::origin_of(b.reason)
-}
-
 /// A shared blocklist's entry: the decision store keeps those, not the ban history.
 fn shared(reason: u8) -> bool {
     BanReason::from_u8(reason).is_some_and(BanReason::is_shared)
@@ -276,7 +272,7 @@ impl Ledger {
             self.state
                 .lift(k.id, wall(b.created_ns), lifted::REPLACED)?;
         }
-        let origin = origin_of(&b);
+        let origin = bans::origin_of(b.reason);
         let created = wall(b.created_ns);
         let earlier = self
             .state

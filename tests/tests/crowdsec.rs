@@ -229,6 +229,7 @@ fn the_lapi_down_keeps_every_ban_and_a_resync_follows() {
     std::thread::sleep(Duration::from_secs(5));
     assert!(banned(&p.b, ATTACKER).is_some(), "the bans stay");
     assert!(!answered(&p.b, ATTACKER, PBX_V4), "and are enforced");
+    assert!(answered(&p.b, V6_CLIENT, PBX_V6), "B still answers others");
     // A restart of B's daemon while the LAPI is down keeps them too.
     p.b.stop_daemon(false);
     p.b.run_daemon();
@@ -264,6 +265,10 @@ fn a_reboot_restores_the_shared_decisions_before_the_first_packet() {
     assert!(
         !answered(&p.b, ATTACKER, PBX_V4),
         "dropped with the LAPI down"
+    );
+    assert!(
+        answered(&p.b, RANGE_CLIENT, PBX_V4),
+        "while B answers others"
     );
 }
 

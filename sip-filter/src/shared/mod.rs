@@ -90,10 +90,6 @@ impl Store {
         }
     }
 
-    pub fn source(&self) -> &'static str {
-        self.source
-    }
-
     pub fn len(&self) -> usize {
         self.held.len()
     }
@@ -325,12 +321,6 @@ impl Store {
         let items: Vec<(&Place, Ban)> = writes.iter().map(|(p, b)| (p, *b)).collect();
         let written = bans::put_many(maps, &items)?;
         Ok((written, shadowed))
-    }
-
-    /// Where a decision for `target` came from (`ban list`), from what the store holds.
-    pub fn origin_of(&self, target: &str) -> Option<(String, String)> {
-        self.strongest(target)
-            .map(|h| (h.origin.clone(), h.scenario.clone()))
     }
 }
 
