@@ -197,6 +197,9 @@ pub enum BanReason {
     /// A CrowdSec decision (`[crowdsec]`): another host's ban, or a community blocklist's.
     /// Userspace writes and lifts these; a local ban of the same target takes precedence.
     Crowdsec = 7,
+    /// An APIBAN entry (`[apiban]`): an address its SIP honeypots saw, kept 7 days. Written
+    /// and lifted like `Crowdsec`.
+    Apiban = 8,
 }
 
 impl BanReason {
@@ -209,6 +212,7 @@ impl BanReason {
             5 => Some(Self::Flood),
             6 => Some(Self::LockedExtension),
             7 => Some(Self::Crowdsec),
+            8 => Some(Self::Apiban),
             _ => None,
         }
     }
@@ -221,6 +225,7 @@ impl BanReason {
             Self::Flood => "flood",
             Self::LockedExtension => "locked-extension",
             Self::Crowdsec => "crowdsec",
+            Self::Apiban => "apiban",
         }
     }
 
@@ -234,7 +239,7 @@ impl BanReason {
             Self::Scanner => Some(Reason::BansScanner),
             Self::Flood => Some(Reason::FloodLimited),
             Self::LockedExtension => Some(Reason::BansLockedExt),
-            Self::Crowdsec => None,
+            Self::Crowdsec | Self::Apiban => None,
         }
     }
 
@@ -247,7 +252,7 @@ impl BanReason {
     }
 
     /// Every reason, for reports that list them all.
-    pub const ALL: [BanReason; 7] = [
+    pub const ALL: [BanReason; 8] = [
         Self::AuthFailures,
         Self::NotFound,
         Self::Manual,
@@ -255,12 +260,13 @@ impl BanReason {
         Self::Flood,
         Self::LockedExtension,
         Self::Crowdsec,
+        Self::Apiban,
     ];
 
     /// Held for a shared blocklist (not this host's own ban): kept out of the offence
     /// history, and a local ban of the same target replaces it.
     pub const fn is_shared(self) -> bool {
-        matches!(self, Self::Crowdsec)
+        matches!(self, Self::Crowdsec | Self::Apiban)
     }
 
     /// The reason named `name` (what `as_str` gives; the state file stores names).

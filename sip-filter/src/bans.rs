@@ -202,6 +202,7 @@ pub fn origin_of(reason: u8) -> &'static str {
     match BanReason::from_u8(reason) {
         Some(BanReason::Manual) => origin::OPERATOR,
         Some(BanReason::Crowdsec) => origin::CROWDSEC,
+        Some(BanReason::Apiban) => origin::APIBAN,
         _ => origin::KERNEL,
     }
 }

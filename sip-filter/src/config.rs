@@ -144,6 +144,23 @@ pub const CROWDSEC_POLL: Duration = Duration::from_secs(2);
 /// `[crowdsec]` default full resync interval.
 pub const CROWDSEC_RESYNC: Duration = Duration::from_secs(600);
 
+/// `[apiban]`: APIBAN's feed of addresses its SIP honeypots saw, dropped at XDP. APIBAN lists
+/// no deletions: an entry is kept `APIBAN_KEEP` from the last time the feed listed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Apiban {
+    /// The API's base; `<url>/<key>/banned/<id>` is fetched.
+    pub url: String,
+    pub key: Secret,
+    /// How often new entries are asked for (the service allows at most 5 requests per 2
+    /// minutes, which the client keeps to whatever this says).
+    pub poll: Duration,
+}
+
+/// `[apiban]` default base URL: the public service.
+pub const APIBAN_URL: &str = "https://apiban.org/api";
+/// `[apiban]` default poll interval.
+pub const APIBAN_POLL: Duration = Duration::from_secs(120);
+
 /// The machine a watcher logs in as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Watcher {
@@ -271,6 +288,8 @@ pub struct Settings {
     pub flood: Flood,
     /// `None` without a `[crowdsec]` section.
     pub crowdsec: Option<Crowdsec>,
+    /// `None` without an `[apiban]` section.
+    pub apiban: Option<Apiban>,
 }
 
 /// `[scanners]`: User-Agents that ban at the first request.
@@ -355,6 +374,7 @@ impl Default for Settings {
             scanners: Scanners::default(),
             flood: Flood::default(),
             crowdsec: None,
+            apiban: None,
         }
     }
 }
@@ -649,6 +669,11 @@ impl Settings {
         {
             s.crowdsec = Some(cx.crowdsec(c.get_ref(), c.span())?);
         }
+        if let Some(c) = &raw.apiban
+            && !c.get_ref().is_empty()
+        {
+            s.apiban = Some(cx.apiban(c.get_ref(), c.span())?);
+        }
         Ok(s)
     }
 
@@ -729,6 +754,23 @@ struct RawFile {
     #[serde(default)]
     flood: RawFlood,
     crowdsec: Option<Spanned<RawCrowdsec>>,
+    apiban: Option<Spanned<RawApiban>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "an [apiban] table")]
+struct RawApiban {
+    key_file: Option<Val>,
+    url: Option<Val>,
+    poll: Option<Val>,
+}
+
+impl RawApiban {
+    fn is_empty(&self) -> bool {
+        [&self.key_file, &self.url, &self.poll]
+            .iter()
+            .all(|v| v.is_none())
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -1481,6 +1523,37 @@ impl Ctx<'_> {
         })
     }
 
+    fn apiban(&self, c: &RawApiban, span: std::ops::Range<usize>) -> Result<Apiban, ConfigError> {
+        let Some(k) = &c.key_file else {
+            return Err(self.at(
+                span.start..span.start + 1,
+                "[apiban] needs key_file: a file holding the key apiban.org sent (chmod 600)",
+            ));
+        };
+        let url = match &c.url {
+            Some(v) => self
+                .http_url("url", v, APIBAN_URL)?
+                .trim_end_matches('/')
+                .to_string(),
+            None => APIBAN_URL.to_string(),
+        };
+        let poll = match &c.poll {
+            Some(v) => {
+                let d = self.duration("poll", v)?;
+                if d < Duration::from_secs(1) {
+                    return Err(self.at(v.span(), "poll: at least \"1s\""));
+                }
+                d
+            }
+            None => APIBAN_POLL,
+        };
+        Ok(Apiban {
+            url,
+            key: Secret::File(self.path("key_file", k)?),
+            poll,
+        })
+    }
+
     /// An `http://` or `https://` URL with a host.
     fn http_url<'v>(&self, field: &str, v: &'v Val, example: &str) -> Result<&'v str, ConfigError> {
         let text = self.string(field, v)?;
@@ -1606,6 +1679,10 @@ resync = "1h"
 machine_id = "pbx1"
 password_file = "/etc/sip-filter/crowdsec.password"
 
+[apiban]
+key_file = "/etc/sip-filter/apiban.key"
+poll = "4m"
+
 [enumeration]
 max_not_found = 0
 find_time = "30s"
@@ -1711,6 +1788,11 @@ dir = "/srv/sip-filter"
                         machine_id: "pbx1".into(),
                         password: Secret::File("/etc/sip-filter/crowdsec.password".into()),
                     }),
+                }),
+                apiban: Some(Apiban {
+                    url: APIBAN_URL.into(),
+                    key: Secret::File("/etc/sip-filter/apiban.key".into()),
+                    poll: Duration::from_secs(240),
                 }),
             }
         );
@@ -1871,6 +1953,25 @@ dir = "/srv/sip-filter"
             err("[crowdsec]\nlapi_url = \"http://x\"\napi_key = \"k\"\nmachine_id = \"m\"\n")
                 .contains("4:14: machine_id: give password_file too")
         );
+    }
+
+    #[test]
+    fn apiban_section() {
+        let a = parse("[apiban]\nkey_file = \"/k\"\nurl = \"http://127.0.0.1:9/api/\"\n")
+            .apiban
+            .unwrap();
+        assert_eq!(a.url, "http://127.0.0.1:9/api");
+        assert_eq!(a.poll, APIBAN_POLL);
+        assert_eq!(parse("[apiban]\n").apiban, None, "an empty section is off");
+        assert_eq!(
+            err("[apiban]\nurl = \"http://x\"\n"),
+            "sip-filter.toml:1:1: [apiban] needs key_file: a file holding the key apiban.org \
+             sent (chmod 600)"
+        );
+        assert!(
+            err("[apiban]\nkey_file = \"/k\"\npoll = \"10ms\"\n").contains("3:8: poll: at least")
+        );
+        assert!(err("[apiban]\nkey = \"k\"\n").contains("unknown key `key`"));
     }
 
     #[test]
@@ -2057,7 +2158,7 @@ block_for = "1h"
             err("[sip]\nports = [5060]\n\n[jail]\nmaxretry = 3\n"),
             "sip-filter.toml:4:2: unknown key `jail`, expected one of `sip`, `auth`, \
              `enumeration`, `allow`, `geo`, `metrics`, `notify`, `bans`, `state`, `calls`, \
-             `scanners`, `flood`, `crowdsec`"
+             `scanners`, `flood`, `crowdsec`, `apiban`"
         );
         assert_eq!(
             err("[auth]\nmaxretry = 3\n"),

@@ -33,45 +33,104 @@ use crate::{
     notify::{Event, Notifier},
     pidfile, pins, privilege, rules,
     shared::{
-        self, Delta, Store,
+        self, Delta, Store, apiban,
         crowdsec::{self, LocalBan, Watcher},
         status::Board,
     },
     state, upgrade,
 };
 
-/// The shared blocklists the daemon runs (`[crowdsec]`): the decisions it holds, its
-/// bouncer's polls as they arrive, and the watcher's queue.
+/// The shared blocklists the daemon runs (`[crowdsec]`, `[apiban]`): the decisions each
+/// holds, and their polls as they arrive (tagged with the feed's index).
 struct Shared {
-    store: Store,
-    rx: tokio::sync::mpsc::Receiver<Delta>,
+    feeds: Vec<Feed>,
+    rx: tokio::sync::mpsc::Receiver<(usize, Delta)>,
     board: Board,
+}
+
+struct Feed {
+    store: Store,
     url: String,
 }
 
 impl Shared {
-    /// Local bans that ended: the decisions held for their targets go back into the maps.
+    /// Local bans (or another feed's decisions) that ended: the decisions the other feeds hold
+    /// for their targets go back into the maps.
     fn reinstate(&mut self, dp: &mut Dataplane, changes: &[Change]) {
         for c in changes {
-            if let Change::Lifted { entry, .. } = c
-                && !BanReason::from_name(&entry.reason).is_some_and(BanReason::is_shared)
-            {
-                match self.store.reinstate(dp, &entry.addr) {
-                    Ok(true) => info!(
-                        addr = %entry.addr,
-                        "{}: the local ban ended, the shared decision is enforced again",
-                        entry.addr
-                    ),
-                    Ok(false) => {}
-                    Err(e) => warn!(addr = %entry.addr, "putting a shared decision back: {e:#}"),
-                }
+            if let Change::Lifted { entry, .. } = c {
+                self.reinstate_except(dp, &entry.addr, BanReason::from_name(&entry.reason));
             }
         }
+    }
+
+    fn reinstate_except(&mut self, dp: &mut Dataplane, target: &str, owner: Option<BanReason>) {
+        for f in &mut self.feeds {
+            if Some(f.store.reason()) == owner {
+                continue;
+            }
+            match f.store.reinstate(dp, target) {
+                Ok(true) => info!(
+                    addr = %target,
+                    source = f.store.source(),
+                    "{target}: the ban in force ended, the {} decision is enforced again",
+                    f.store.source()
+                ),
+                Ok(false) => {}
+                Err(e) => warn!(addr = %target, "putting a shared decision back: {e:#}"),
+            }
+        }
+    }
+
+    /// Applies a poll of feed `i`.
+    fn apply(
+        &mut self,
+        dp: &mut Dataplane,
+        state: &mut state::State,
+        i: usize,
+        delta: Delta,
+        allow: &[ipnet::IpNet],
+    ) {
+        let f = &mut self.feeds[i];
+        let name = f.store.source();
+        let owner = f.store.reason();
+        let lifted = match f.store.apply(dp, state, delta, allow) {
+            Ok(a) => {
+                shared::log_applied(name, &a, f.store.len());
+                a.lifted
+            }
+            Err(e) => {
+                error!("applying {name} decisions (the bans in force stay): {e:#}");
+                Vec::new()
+            }
+        };
+        self.count(i);
+        for t in lifted {
+            self.reinstate_except(dp, &t, Some(owner));
+        }
+    }
+
+    /// Forgets the decisions whose time is up.
+    fn expire(&mut self, state: &mut state::State) {
+        for i in 0..self.feeds.len() {
+            match self.feeds[i].store.expire(state) {
+                Ok(0) => {}
+                Ok(_) => self.count(i),
+                Err(e) => warn!("expiring shared decisions: {e:#}"),
+            }
+        }
+    }
+
+    fn count(&self, i: usize) {
+        let f = &self.feeds[i];
+        let held = f.store.len() as u64;
+        self.board
+            .update(f.store.source(), &f.url, |s| s.count = held);
     }
 }
 
 /// The next poll of the shared blocklists (never, without any).
-async fn next_delta(s: &mut Option<Shared>) -> Option<Delta> {
+async fn next_delta(s: &mut Option<Shared>) -> Option<(usize, Delta)> {
     match s {
         Some(s) => s.rx.recv().await,
         None => std::future::pending().await,
@@ -113,10 +172,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Some(c) => Some(c.api_key.read().context("[crowdsec] api key")?),
         None => None,
     };
-    let mut store = settings
-        .crowdsec
-        .as_ref()
-        .map(|_| Store::new(state::origin::CROWDSEC, BanReason::Crowdsec));
+    let apiban_key = match &settings.apiban {
+        Some(a) => Some(a.key.read().context("[apiban] key_file")?),
+        None => None,
+    };
+    let mut stores: Vec<Store> = Vec::new();
+    if settings.crowdsec.is_some() {
+        stores.push(Store::new(state::origin::CROWDSEC, BanReason::Crowdsec));
+    }
+    if settings.apiban.is_some() {
+        stores.push(Store::new(state::origin::APIBAN, BanReason::Apiban));
+    }
     pins::ensure_bpffs()?;
     let dir = pins::dir(&args.iface);
     let pinned = dir.join(map::CONFIG.name).exists();
@@ -147,14 +213,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
         // source gets a packet through.
         let restored = if fresh { ledger.restore(&mut dp)? } else { 0 };
         // So are the shared decisions held (a LAPI that is down at boot costs none).
-        if let Some(st) = store.as_mut() {
+        for st in &mut stores {
             let a = st.load(&mut dp, ledger.state_mut())?;
             if a.added > 0 {
                 info!(
+                    source = st.source(),
                     held = a.added,
                     ms = a.elapsed.as_millis() as u64,
-                    "{} shared decisions restored from the state file",
-                    a.added
+                    "{} {} decisions restored from the state file",
+                    a.added,
+                    st.source()
                 );
             }
         }
@@ -187,28 +255,53 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Some(c) => Some(Watcher::start(c.clone(), board.clone())?),
         None => None,
     };
-    let mut shared = match (store, &settings.crowdsec, crowdsec_key) {
-        (Some(store), Some(cfg), Some(key)) => {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Delta>(4);
-            let (cfg, b) = (cfg.clone(), board.clone());
-            std::thread::Builder::new()
-                .name("sip-filter-bouncer".into())
-                .spawn(move || crowdsec::run_bouncer(cfg, key, b, |d| tx.blocking_send(d).is_ok()))
-                .context("spawning the crowdsec bouncer thread")?;
-            let url = settings
-                .crowdsec
-                .as_ref()
-                .map(|c| c.lapi_url.clone())
-                .unwrap_or_default();
-            board.update("crowdsec", &url, |s| s.count = store.len() as u64);
-            Some(Shared {
-                store,
-                rx,
-                board: board.clone(),
-                url,
-            })
+    let mut shared = if stores.is_empty() {
+        None
+    } else {
+        let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Delta)>(4);
+        let mut feeds = Vec::new();
+        for store in stores {
+            let i = feeds.len();
+            let tx = tx.clone();
+            let b = board.clone();
+            let url = if store.reason() == BanReason::Crowdsec {
+                let (Some(cfg), Some(key)) = (settings.crowdsec.clone(), crowdsec_key.clone())
+                else {
+                    unreachable!("a crowdsec store without its section");
+                };
+                let url = cfg.lapi_url.clone();
+                std::thread::Builder::new()
+                    .name("sip-filter-bouncer".into())
+                    .spawn(move || {
+                        crowdsec::run_bouncer(cfg, key, b, |d| tx.blocking_send((i, d)).is_ok())
+                    })
+                    .context("spawning the crowdsec bouncer thread")?;
+                url
+            } else {
+                let (Some(cfg), Some(key)) = (settings.apiban.clone(), apiban_key.clone()) else {
+                    unreachable!("an apiban store without its section");
+                };
+                let url = cfg.url.clone();
+                let recorded = ledger.state_mut().cursor(state::origin::APIBAN)?;
+                std::thread::Builder::new()
+                    .name("sip-filter-apiban".into())
+                    .spawn(move || {
+                        apiban::run(cfg, key, recorded, b, |d| tx.blocking_send((i, d)).is_ok())
+                    })
+                    .context("spawning the apiban thread")?;
+                url
+            };
+            feeds.push(Feed { store, url });
         }
-        _ => None,
+        let sh = Shared {
+            feeds,
+            rx,
+            board: board.clone(),
+        };
+        for i in 0..sh.feeds.len() {
+            sh.count(i);
+        }
+        Some(sh)
     };
     let mut reporter = Reporter {
         iface: args.iface.clone(),
@@ -302,14 +395,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     Err(e) => warn!("expiring bans: {e:#}"),
                 }
                 if let Some(sh) = shared.as_mut() {
-                    match sh.store.expire(ledger.state_mut()) {
-                        Ok(0) => {}
-                        Ok(_) => {
-                            let held = sh.store.len() as u64;
-                            sh.board.update("crowdsec", &sh.url, |s| s.count = held);
-                        }
-                        Err(e) => warn!("expiring shared decisions: {e:#}"),
-                    }
+                    sh.expire(ledger.state_mut());
                 }
                 // The schedule's edges: after-hours rules flip in the kernel (within a second).
                 let now_business = business_now(&settings);
@@ -336,14 +422,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     Err(e) => warn!("recording bans in the state file: {e:#}"),
                 }
             }
-            Some(delta) = next_delta(&mut shared) => {
+            Some((i, delta)) = next_delta(&mut shared) => {
                 if let Some(sh) = shared.as_mut() {
-                    match sh.store.apply(&mut dp, ledger.state_mut(), delta, &settings.allow) {
-                        Ok(a) => shared::log_applied("crowdsec", &a, sh.store.len()),
-                        Err(e) => error!("applying crowdsec decisions (the bans in force stay): {e:#}"),
-                    }
-                    let held = sh.store.len() as u64;
-                    sh.board.update("crowdsec", &sh.url, |s| s.count = held);
+                    sh.apply(&mut dp, ledger.state_mut(), i, delta, &settings.allow);
                 }
             }
             _ = prune.tick() => {
@@ -359,8 +440,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
                             || s.notify != settings.notify
                             || s.state != settings.state
                             || s.crowdsec != settings.crowdsec
+                            || s.apiban != settings.apiban
                         {
-                            warn!("[metrics], [notify], [state] or [crowdsec] changed: restart the daemon to apply it");
+                            warn!("[metrics], [notify], [state], [crowdsec] or [apiban] changed: restart the daemon to apply it");
                         }
                         ledger.set_policy(s.bans.clone());
                         if let Err(e) = calls::dataplane::name_rules(&mut dp, ledger.state_mut(), s.calls.as_ref()) {

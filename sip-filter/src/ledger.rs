@@ -325,8 +325,17 @@ pub fn offences(path: &Path, list: &mut [Entry]) -> Result<()> {
     let s = State::open_read_only(path)?;
     for e in list {
         if BanReason::from_name(&e.reason).is_some_and(BanReason::is_shared) {
-            if let Some(d) = s.decisions_for(&e.addr)?.into_iter().next() {
-                e.origin = format!("{}/{}", d.source, d.origin);
+            // The entry is the decision of the source its reason names.
+            if let Some(d) = s
+                .decisions_for(&e.addr)?
+                .into_iter()
+                .find(|d| d.source == e.reason)
+            {
+                e.origin = if d.origin.is_empty() {
+                    d.source
+                } else {
+                    format!("{}/{}", d.source, d.origin)
+                };
                 e.note = Some(d.scenario);
             }
             continue;

@@ -49,12 +49,10 @@ CREATE TABLE IF NOT EXISTS bans (
 );
 CREATE INDEX IF NOT EXISTS bans_by_target ON bans (target, created_ms);
 CREATE INDEX IF NOT EXISTS bans_open ON bans (lifted_ms);
--- What each index of the kernel's per-rule call counters (CALL_STATS) stands for: the rule
--- list in force, as `calls check` names each rule.
--- Decisions held for shared blocklists (`[crowdsec]`): a reboot puts them back before the
--- first packet, and `ban list` tells where each came from.
+-- Decisions held for shared blocklists (`[crowdsec]`, `[apiban]`): a reboot puts them back
+-- before the first packet, and `ban list` tells where each came from.
 CREATE TABLE IF NOT EXISTS decisions (
-    -- Which blocklist: `origin::CROWDSEC`.
+    -- Which blocklist: `origin::CROWDSEC`, `origin::APIBAN`.
     source     TEXT NOT NULL,
     -- The decision's id at its source.
     id         TEXT NOT NULL,
@@ -68,6 +66,15 @@ CREATE TABLE IF NOT EXISTS decisions (
     PRIMARY KEY (source, id)
 );
 CREATE INDEX IF NOT EXISTS decisions_by_target ON decisions (target);
+-- Where an incremental feed (`[apiban]`) goes on after a restart: the id of the next page,
+-- and when its last full fetch started.
+CREATE TABLE IF NOT EXISTS cursors (
+    source  TEXT PRIMARY KEY,
+    cursor  TEXT NOT NULL,
+    full_ms INTEGER NOT NULL
+);
+-- What each index of the kernel's per-rule call counters (CALL_STATS) stands for: the rule
+-- list in force, as `calls check` names each rule.
 CREATE TABLE IF NOT EXISTS call_rules (
     idx  INTEGER PRIMARY KEY,
     rule TEXT NOT NULL
@@ -82,6 +89,15 @@ pub mod origin {
     pub const OPERATOR: &str = "operator";
     /// A CrowdSec LAPI decision (`[crowdsec]`).
     pub const CROWDSEC: &str = "crowdsec";
+    /// An APIBAN entry (`[apiban]`).
+    pub const APIBAN: &str = "apiban";
+}
+
+/// Where an incremental feed goes on: the id to ask from, and the start of its last full fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub id: String,
+    pub full_ms: i64,
 }
 
 /// A shared blocklist's decision as the state file holds it.
@@ -476,6 +492,32 @@ impl State {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The cursor recorded for `source`.
+    pub fn cursor(&self, source: &str) -> Result<Option<Cursor>> {
+        use rusqlite::OptionalExtension as _;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT cursor, full_ms FROM cursors WHERE source = ?1",
+                [source],
+                |r| {
+                    Ok(Cursor {
+                        id: r.get(0)?,
+                        full_ms: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn set_cursor(&mut self, source: &str, c: &Cursor) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO cursors (source, cursor, full_ms) VALUES (?1, ?2, ?3)",
+            params![source, c.id, c.full_ms],
+        )?;
+        Ok(())
+    }
+
     /// Forgets ended bans created before `before` (older than `history_time`).
     pub fn prune(&self, before: SystemTime) -> Result<usize> {
         Ok(self.conn.execute(
@@ -557,6 +599,21 @@ mod tests {
         s.delete_decisions(origin::CROWDSEC, &["1".into()]).unwrap();
         assert!(s.decisions_for("192.0.2.8").unwrap().is_empty());
         assert_eq!(s.decisions("apiban").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_feed_cursor_is_kept_per_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::open(&path(dir.path(), "eth0")).unwrap();
+        assert_eq!(s.cursor(origin::APIBAN).unwrap(), None);
+        let c = Cursor {
+            id: "1700000000".into(),
+            full_ms: 42,
+        };
+        s.set_cursor(origin::APIBAN, &c).unwrap();
+        s.set_cursor(origin::APIBAN, &c).unwrap();
+        assert_eq!(s.cursor(origin::APIBAN).unwrap(), Some(c));
+        assert_eq!(s.cursor(origin::CROWDSEC).unwrap(), None);
     }
 
     #[test]

@@ -140,11 +140,19 @@ impl Filter {
             });
         }
         let attached_before = self.log().matches("sip-filter attached").count();
-        let p = Proc::spawn(cmd, &self.log_path()).unwrap();
-        let attached = wait_for(Duration::from_secs(20), || {
-            self.log().matches("sip-filter attached").count() > attached_before
+        let mut p = Proc::spawn(cmd, &self.log_path()).unwrap();
+        // Loading and verifying the programs took over 20 s in the emulated VM with the other
+        // core busy: wait long, but stop at once if the daemon exits.
+        let mut exited = None;
+        let attached = wait_for(Duration::from_secs(180), || {
+            exited = p.child.try_wait().unwrap();
+            exited.is_some() || self.log().matches("sip-filter attached").count() > attached_before
         });
-        assert!(attached, "daemon did not attach:\n{}", self.log());
+        assert!(
+            attached && exited.is_none(),
+            "daemon did not attach (exit: {exited:?}):\n{}",
+            self.log()
+        );
         self.daemon = Some(p);
     }
 

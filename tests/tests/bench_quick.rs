@@ -33,6 +33,9 @@ fn expected_rows() -> Vec<String> {
         "p2.flood.iptables_nft_raw",
         "p2.flood.iptables_legacy_raw",
         "p5.mem.total",
+        "p5.shared.one_by_one",
+        "p5.shared.batch",
+        "p5.shared.store",
     ]
     .iter()
     .map(|s| s.to_string())

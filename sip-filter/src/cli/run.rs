@@ -126,5 +126,29 @@ pub fn check_config(path: &Path) -> Result<()> {
         s.scanners.user_agents.len(),
         humantime::format_duration(s.scanners.ban_time)
     );
+    // The credentials as the daemon reads them: a missing or world-readable key stops it.
+    if let Some(c) = &s.crowdsec {
+        c.api_key.read().context("[crowdsec] api key")?;
+        if let Some(w) = &c.watcher {
+            w.password.read().context("[crowdsec] password_file")?;
+        }
+        println!(
+            "[crowdsec]: bouncer of {} every {}{}",
+            c.lapi_url,
+            humantime::format_duration(c.poll),
+            match &c.watcher {
+                Some(w) => format!(", watcher as {}", w.machine_id),
+                None => String::new(),
+            }
+        );
+    }
+    if let Some(a) = &s.apiban {
+        a.key.read().context("[apiban] key_file")?;
+        println!(
+            "[apiban]: {} every {} (at most 5 requests per 2 minutes)",
+            a.url,
+            humantime::format_duration(a.poll)
+        );
+    }
     Ok(())
 }

@@ -102,7 +102,7 @@ struct Status {
     program_ids: Vec<(String, u32)>,
     maps: Vec<MapFill>,
     bans: usize,
-    /// Shared blocklists (`[crowdsec]`), as the daemon last reported them.
+    /// Shared blocklists (`[crowdsec]`, `[apiban]`), as the daemon last reported them.
     sources: Vec<sip_filter::shared::status::Source>,
 }
 

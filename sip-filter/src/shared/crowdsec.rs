@@ -31,6 +31,9 @@ const ALERT_QUEUE: usize = 10_000;
 /// A full stream of 100k decisions is about 25 MB.
 const MAX_BODY: u64 = 1 << 30;
 
+/// How often the bouncer reports its usage (`/v1/usage-metrics`, the window of each report).
+const USAGE_EVERY: Duration = Duration::from_secs(1800);
+
 const BOUNCER: &str = "crowdsec";
 const WATCHER: &str = "crowdsec-watcher";
 
@@ -135,6 +138,7 @@ pub fn run_bouncer(cfg: Crowdsec, key: String, board: Board, deliver: impl Fn(De
     let mut last_full = std::time::Instant::now();
     let mut backoff = cfg.poll;
     let mut down = false;
+    let mut usage = Usage::new(&cfg.lapi_url);
     loop {
         if last_full.elapsed() >= cfg.resync {
             startup = true;
@@ -175,6 +179,7 @@ pub fn run_bouncer(cfg: Crowdsec, key: String, board: Board, deliver: impl Fn(De
                 if !deliver(delta) {
                     return;
                 }
+                usage.maybe_send(&agent, &key, &board);
                 std::thread::sleep(cfg.poll);
             }
             Err(e) => {
@@ -196,6 +201,102 @@ pub fn run_bouncer(cfg: Crowdsec, key: String, board: Board, deliver: impl Fn(De
             }
         }
     }
+}
+
+/// The bouncer's usage report (`POST /v1/usage-metrics`, CrowdSec 1.6.3 and later): who it
+/// is and how many decisions it holds, every `USAGE_EVERY`. Older LAPIs answer 404: logged
+/// once, not asked again.
+struct Usage {
+    url: String,
+    started: SystemTime,
+    last: Option<std::time::Instant>,
+    unsupported: bool,
+}
+
+impl Usage {
+    fn new(lapi_url: &str) -> Self {
+        Self {
+            url: format!("{lapi_url}/v1/usage-metrics"),
+            started: SystemTime::now(),
+            last: None,
+            unsupported: false,
+        }
+    }
+
+    fn maybe_send(&mut self, agent: &ureq::Agent, key: &str, board: &Board) {
+        if self.unsupported || self.last.is_some_and(|t| t.elapsed() < USAGE_EVERY) {
+            return;
+        }
+        // The first report goes after the first poll, each later one covers its window.
+        let window = if self.last.is_some() {
+            USAGE_EVERY
+        } else {
+            SystemTime::now()
+                .duration_since(self.started)
+                .unwrap_or_default()
+        };
+        self.last = Some(std::time::Instant::now());
+        let held = board.get(BOUNCER).map_or(0, |s| s.count);
+        let body = usage_report(self.started, SystemTime::now(), window, held);
+        match agent
+            .post(&self.url)
+            .header("X-Api-Key", key)
+            .send_json(&body)
+        {
+            Ok(_) => info!(url = %self.url, held, "crowdsec usage metrics sent"),
+            Err(ureq::Error::StatusCode(404)) => {
+                info!(
+                    url = %self.url,
+                    "this crowdsec LAPI has no /v1/usage-metrics (before 1.6.3): not sent again"
+                );
+                self.unsupported = true;
+            }
+            Err(e) => warn!(url = %self.url, "crowdsec usage metrics not sent: {e:#}"),
+        }
+    }
+}
+
+/// The body of a usage report: one remediation component, one window.
+pub fn usage_report(
+    started: SystemTime,
+    now: SystemTime,
+    window: Duration,
+    held: u64,
+) -> serde_json::Value {
+    let unix = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    serde_json::json!({
+        "remediation_components": [{
+            "type": "sip-filter",
+            "name": "sip-filter",
+            "version": env!("CARGO_PKG_VERSION"),
+            "utc_startup_timestamp": unix(started),
+            "last_pull": unix(now),
+            "feature_flags": [],
+            "os": os_release(),
+            "metrics": [{
+                "meta": {"window_size_seconds": window.as_secs(), "utc_now_timestamp": unix(now)},
+                "items": [{"name": "active_decisions", "value": held, "unit": "ip"}],
+            }],
+        }]
+    })
+}
+
+/// `os` of a usage report: the distribution's name and version from `/etc/os-release`.
+fn os_release() -> serde_json::Value {
+    let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .map(|v| v.trim().trim_matches('"').to_string())
+            .filter(|v| !v.is_empty())
+    };
+    serde_json::json!({
+        "name": field("NAME").unwrap_or_else(|| "Linux".into()),
+        "version": field("VERSION_ID").unwrap_or_else(|| "unknown".into()),
+    })
 }
 
 /// A ban of this host's, for the watcher.
@@ -407,6 +508,22 @@ mod tests {
             now,
         );
         assert!(d.new.is_empty() && d.deleted.is_empty());
+    }
+
+    #[test]
+    fn usage_reports_have_what_the_lapi_requires() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let r = usage_report(t0, t0 + Duration::from_secs(60), Duration::from_secs(60), 7);
+        let c = &r["remediation_components"][0];
+        assert_eq!(c["utc_startup_timestamp"], 1_700_000_000);
+        assert!(c["version"].is_string());
+        assert!(c["os"]["name"].is_string() && c["os"]["version"].is_string());
+        let m = &c["metrics"][0];
+        assert_eq!(m["meta"]["window_size_seconds"], 60);
+        assert_eq!(m["meta"]["utc_now_timestamp"], 1_700_000_060);
+        assert_eq!(m["items"][0]["name"], "active_decisions");
+        assert_eq!(m["items"][0]["value"], 7);
+        assert_eq!(m["items"][0]["unit"], "ip");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Decisions from shared blocklists (CrowdSec's Local API), held beside this host's own bans.
+//! Decisions from shared blocklists (CrowdSec's Local API, APIBAN), held beside this host's own
+//! bans.
 //!
 //! A decision bans a target for its duration. The maps hold one entry per target, and this
 //! host may ban the same target itself, so the store keeps every decision and writes what it
@@ -8,6 +9,7 @@
 //! is the decision's own and no other decision holds the target. Decisions also live in the
 //! state file, so that a reboot restores them before the first packet and a LAPI that is down
 //! costs no ban.
+pub mod apiban;
 pub mod crowdsec;
 pub mod status;
 
@@ -25,7 +27,7 @@ use crate::{
     bans::{self, Place},
     clock,
     maps::Maps,
-    state::{DecisionRow, State},
+    state::{Cursor, DecisionRow, State},
 };
 
 /// One decision as a source gives it.
@@ -48,6 +50,9 @@ pub struct Delta {
     pub full: bool,
     pub new: Vec<Decision>,
     pub deleted: Vec<String>,
+    /// An incremental feed's position after this delta, recorded once it is applied (a crash
+    /// before that fetches the page again).
+    pub cursor: Option<Cursor>,
 }
 
 /// What applying a delta did, for the log and `status`.
@@ -61,6 +66,8 @@ pub struct Applied {
     pub shadowed: usize,
     pub allowlisted: usize,
     pub elapsed: Duration,
+    /// Targets whose entry this source lifted: another source's decision may hold them.
+    pub lifted: Vec<String>,
 }
 
 struct Held {
@@ -98,6 +105,16 @@ impl Store {
         self.held.is_empty()
     }
 
+    /// The source's name (`state::origin`).
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// The reason of the entries this source writes.
+    pub fn reason(&self) -> BanReason {
+        self.reason
+    }
+
     /// Loads what the state file holds of this source and writes it to the maps (after a
     /// reboot, before attaching; on a restart the maps hold it already and this changes
     /// nothing). Expired decisions are dropped.
@@ -123,9 +140,8 @@ impl Store {
             maps,
             state,
             Delta {
-                full: false,
                 new,
-                deleted: Vec::new(),
+                ..Delta::default()
             },
             &[],
         )
@@ -219,9 +235,13 @@ impl Store {
         }
         state.delete_decisions(self.source, &deleted)?;
         state.put_decisions(&rows)?;
-        let (written, shadowed) = self.enforce(maps, dirty, v6)?;
-        out.written = written;
-        out.shadowed = shadowed;
+        if let Some(c) = &delta.cursor {
+            state.set_cursor(self.source, c)?;
+        }
+        let e = self.enforce(maps, dirty, v6)?;
+        out.written = e.written;
+        out.shadowed = e.shadowed;
+        out.lifted = e.lifted;
         out.elapsed = started.elapsed();
         Ok(out)
     }
@@ -232,8 +252,8 @@ impl Store {
             return Ok(false);
         }
         let v6 = bans::v6_prefix(maps)?;
-        let (written, _) = self.enforce(maps, HashSet::from([target.to_string()]), v6)?;
-        Ok(written > 0)
+        let e = self.enforce(maps, HashSet::from([target.to_string()]), v6)?;
+        Ok(e.written > 0)
     }
 
     /// Forgets decisions whose time is up (the daemon's ban expiry removes their entries).
@@ -273,16 +293,11 @@ impl Store {
     }
 
     /// Writes each dirty target's strongest decision, or lifts the entry when no decision
-    /// holds it any more and it is this source's own. Returns (written, shadowed).
-    fn enforce(
-        &self,
-        maps: &mut impl Maps,
-        dirty: HashSet<String>,
-        v6: u8,
-    ) -> Result<(usize, usize)> {
+    /// holds it any more and it is this source's own.
+    fn enforce(&self, maps: &mut impl Maps, dirty: HashSet<String>, v6: u8) -> Result<Enforced> {
         let now_ns = clock::boot_ns();
         let mut writes: Vec<(Place, Ban)> = Vec::new();
-        let mut shadowed = 0;
+        let mut out = Enforced::default();
         for target in dirty {
             let best = self.strongest(&target);
             let net = match best {
@@ -296,7 +311,7 @@ impl Store {
             let current = bans::get_at(maps, &p)?.filter(|b| b.active_at(now_ns));
             let ours = current.is_some_and(|b| b.reason == self.reason as u8);
             if current.is_some() && !ours {
-                shadowed += 1;
+                out.shadowed += 1;
                 continue;
             }
             match best {
@@ -314,14 +329,23 @@ impl Store {
                 }
                 None if ours => {
                     bans::remove_at(maps, &p)?;
+                    out.lifted.push(target);
                 }
                 None => {}
             }
         }
         let items: Vec<(&Place, Ban)> = writes.iter().map(|(p, b)| (p, *b)).collect();
-        let written = bans::put_many(maps, &items)?;
-        Ok((written, shadowed))
+        out.written = bans::put_many(maps, &items)?;
+        Ok(out)
     }
+}
+
+#[derive(Default)]
+struct Enforced {
+    written: usize,
+    /// Targets a local ban (or another source's decision) in force already holds.
+    shadowed: usize,
+    lifted: Vec<String>,
 }
 
 /// Two ends of one decision as two polls computed them (now + the time left).

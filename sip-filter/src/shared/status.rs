@@ -8,7 +8,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-/// One source (the CrowdSec bouncer, its watcher).
+/// One source (the CrowdSec bouncer, its watcher, the APIBAN feed).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Source {
     pub name: String,
@@ -65,6 +65,12 @@ impl Board {
             f(&mut v[i]);
         }
         self.write();
+    }
+
+    /// Source `name` as it stands.
+    pub fn get(&self, name: &str) -> Option<Source> {
+        let v = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        v.iter().find(|s| s.name == name).cloned()
     }
 
     fn write(&self) {

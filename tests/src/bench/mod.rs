@@ -55,6 +55,8 @@ pub struct Profile {
     pub flood_secs: f64,
     /// Toll-fraud rules in the big call-rule table of part 1 (besides the 10 of the small one).
     pub call_rules: usize,
+    /// Shared-blocklist decisions applied per round in part 5.
+    pub decisions: usize,
 }
 
 impl Profile {
@@ -69,6 +71,7 @@ impl Profile {
             bans: 250_000,
             flood_secs: 5.0,
             call_rules: 100_000,
+            decisions: 100_000,
         }
     }
 
@@ -83,6 +86,7 @@ impl Profile {
             bans: 20_000,
             flood_secs: 0.4,
             call_rules: 5_000,
+            decisions: 2_000,
         }
     }
 }

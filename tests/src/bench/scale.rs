@@ -262,6 +262,7 @@ pub fn run(p: &Profile) -> Result<Part> {
         cost_rows.push(row);
     }
 
+    let shared = shared_decisions(p, &mut empty)?;
     let mut part = Part::new(5, TITLE, METHOD);
     part.tables.push(Table {
         id: "p5.mem".into(),
@@ -285,6 +286,8 @@ pub fn run(p: &Profile) -> Result<Part> {
         ),
         cost_rows,
     ));
+    part.summary.push(shared.1);
+    part.tables.push(shared.0);
     part.notes.push(
         "BAN_NETS and ALLOW are LPM tries, which allocate per entry: they hold nothing in either \
          dataplane, hence 0 bytes. Every other map is preallocated at its maximum size."
@@ -297,4 +300,153 @@ pub fn run(p: &Profile) -> Result<Part> {
             .to_string(),
     );
     Ok(part)
+}
+
+/// Decisions per second of cs-firewall-bouncer's nftables mode (its issue #114), the anchor of
+/// the shared-blocklist loader.
+const ANCHOR_DECISIONS_PER_SEC: f64 = 40.0;
+
+/// Shared-blocklist decisions (a CrowdSec stream's worth) applied to the maps: through the
+/// bouncer's store (state file rows and batch map writes, what the daemon does with a poll),
+/// against the same bans written one map update at a time, interleaved; the maps are emptied
+/// after each.
+fn shared_decisions(p: &Profile, h: &mut Harness) -> Result<(Table, String)> {
+    use std::time::{Duration, Instant, SystemTime};
+
+    use sip_filter::{
+        bans,
+        shared::{Decision, Delta, Store},
+        state::{self, State},
+    };
+    use sip_filter_common::{Ban, BanReason};
+
+    let n = p.decisions;
+    // Distinct IPv6 /64s of the documentation prefix (IPv6 is banned by /64).
+    let targets: Vec<ipnet::IpNet> = (0..n as u32)
+        .map(|i| {
+            format!("2001:db8:{:x}:{:x}::1/128", 0x100 + (i >> 16), i & 0xffff)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let dir = tempfile::tempdir()?;
+    let mut round = 0;
+    let mut variants = [0usize, 1, 2];
+    let samples = interleave(&mut variants, p.rounds, |v| -> Result<f64> {
+        round += 1;
+        let t = Instant::now();
+        if *v == 0 {
+            let mut st = State::open(&state::path(dir.path(), &format!("r{round}")))?;
+            let mut store = Store::new(state::origin::CROWDSEC, BanReason::Crowdsec);
+            let expires = Some(SystemTime::now() + Duration::from_secs(4 * 3600));
+            let new = targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Decision {
+                    id: i.to_string(),
+                    target: *t,
+                    origin: "lists:bench".into(),
+                    scenario: "bench".into(),
+                    expires,
+                })
+                .collect();
+            let a = store.apply(
+                &mut h.dp,
+                &mut st,
+                Delta {
+                    full: true,
+                    new,
+                    ..Delta::default()
+                },
+                &[],
+            )?;
+            anyhow::ensure!(a.written == n, "{} of {n} written", a.written);
+        } else {
+            let now = clock::boot_ns();
+            let ban = Ban {
+                created_ns: now,
+                expires_ns: now + 4 * 3600 * 1_000_000_000,
+                first_failure_ns: 0,
+                failures: 0,
+                reason: BanReason::Crowdsec as u8,
+                _pad: [0; 3],
+                note: bans::note_bytes("bench"),
+            };
+            if *v == 1 {
+                for t in &targets {
+                    bans::put(&mut h.dp, &t.to_string(), ban)?;
+                }
+            } else {
+                let v6 = bans::v6_prefix(&mut h.dp)?;
+                let places: Vec<bans::Place> =
+                    targets.iter().map(|t| bans::place(*t, v6)).collect();
+                let items: Vec<(&bans::Place, Ban)> = places.iter().map(|p| (p, ban)).collect();
+                anyhow::ensure!(bans::put_many(&mut h.dp, &items)? == n);
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let held = h.dp.count_entries(&map::BANS)?;
+        // The banned source of the cost rows stays.
+        anyhow::ensure!(held >= n, "{held} bans held after writing {n}");
+        for t in &targets {
+            bans::del(&mut h.dp, *t)?;
+        }
+        Ok(n as f64 / secs)
+    })?;
+    let mut it = samples.into_iter();
+    let (store, single, batch) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (ms, m1, mb) = (median(&store), median(&single), median(&batch));
+    let rows = vec![
+        Row::new(
+            "p5.shared.one_by_one",
+            &format!("{n} bans written one map update each (`bans::put`)"),
+            "decisions/s",
+            single,
+        ),
+        Row::new(
+            "p5.shared.batch",
+            &format!("{n} bans written in `BPF_MAP_UPDATE_BATCH` calls (`bans::put_many`)"),
+            "decisions/s",
+            batch,
+        )
+        .baseline("p5.shared.one_by_one"),
+        Row::new(
+            "p5.shared.store",
+            &format!(
+                "{n} CrowdSec decisions through the bouncer's store (state file rows, batch map \
+                 writes)"
+            ),
+            "decisions/s",
+            store,
+        )
+        .baseline("p5.shared.one_by_one"),
+    ];
+    let table = Table {
+        show_delta: false,
+        ..Table::figures(
+            "p5.shared",
+            "Shared-blocklist decisions applied to the maps",
+            &format!(
+                "{} rounds, interleaved; ratio: to one map update each, same round (higher \
+                 is faster). The store also writes a state-file row per decision (SQLite, one \
+                 transaction), which is most of its time. The anchor, \
+                 cs-firewall-bouncer's nftables mode, applies about {ANCHOR_DECISIONS_PER_SEC:.0} \
+                 decisions per second (its issue #114).",
+                p.rounds
+            ),
+            rows,
+        )
+    };
+    let summary = format!(
+        "{n} shared decisions applied at {ms:.0}/s through the store ({:.0}x the anchor's ~{:.0}/s; \
+         the map writes alone: {mb:.0}/s in batches, {m1:.0}/s one update each)",
+        ms / ANCHOR_DECISIONS_PER_SEC,
+        ANCHOR_DECISIONS_PER_SEC
+    );
+    Ok((table, summary))
 }
