@@ -1097,6 +1097,26 @@ impl Ctx<'_> {
         Ok(ports)
     }
 
+    /// A source's `poll`: at least `min`, `default` when absent.
+    fn poll(
+        &self,
+        v: Option<&Val>,
+        min: Duration,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(v) = v else {
+            return Ok(default);
+        };
+        let d = self.duration("poll", v)?;
+        if d < min {
+            return Err(self.at(
+                v.span(),
+                format!("poll: at least \"{}\"", humantime::format_duration(min)),
+            ));
+        }
+        Ok(d)
+    }
+
     fn duration(&self, field: &str, v: &Val) -> Result<Duration, ConfigError> {
         let s = match v.get_ref() {
             toml::Value::String(s) => s.trim(),
@@ -1471,16 +1491,7 @@ impl Ctx<'_> {
                 ));
             }
         };
-        let poll = match &c.poll {
-            Some(v) => {
-                let d = self.duration("poll", v)?;
-                if d < Duration::from_millis(500) {
-                    return Err(self.at(v.span(), "poll: at least \"500ms\""));
-                }
-                d
-            }
-            None => CROWDSEC_POLL,
-        };
+        let poll = self.poll(c.poll.as_ref(), Duration::from_millis(500), CROWDSEC_POLL)?;
         let resync = match &c.resync {
             Some(v) => {
                 let d = self.duration("resync", v)?;
@@ -1537,16 +1548,7 @@ impl Ctx<'_> {
                 .to_string(),
             None => APIBAN_URL.to_string(),
         };
-        let poll = match &c.poll {
-            Some(v) => {
-                let d = self.duration("poll", v)?;
-                if d < Duration::from_secs(1) {
-                    return Err(self.at(v.span(), "poll: at least \"1s\""));
-                }
-                d
-            }
-            None => APIBAN_POLL,
-        };
+        let poll = self.poll(c.poll.as_ref(), Duration::from_secs(1), APIBAN_POLL)?;
         Ok(Apiban {
             url,
             key: Secret::File(self.path("key_file", k)?),
