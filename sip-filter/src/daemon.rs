@@ -33,99 +33,30 @@ use crate::{
     notify::{Event, Notifier},
     pidfile, pins, privilege, rules,
     shared::{
-        self, Delta, Store, apiban,
+        Delta, Feeds, Store, apiban,
         crowdsec::{self, LocalBan, Watcher},
         status::Board,
     },
     state, upgrade,
 };
 
-/// The shared blocklists the daemon runs (`[crowdsec]`, `[apiban]`): the decisions each
-/// holds, and their polls as they arrive (tagged with the feed's index).
+/// The shared blocklists the daemon runs (`[crowdsec]`, `[apiban]`) and their polls as they
+/// arrive (tagged with the feed's index).
 struct Shared {
-    feeds: Vec<Feed>,
+    feeds: Feeds,
     rx: tokio::sync::mpsc::Receiver<(usize, Delta)>,
-    board: Board,
-}
-
-struct Feed {
-    store: Store,
-    url: String,
 }
 
 impl Shared {
-    /// Local bans (or another feed's decisions) that ended: the decisions the other feeds hold
-    /// for their targets go back into the maps.
+    /// Local bans that ended (the ledger's changes): the decisions the feeds hold for their
+    /// targets go back into the maps.
     fn reinstate(&mut self, dp: &mut Dataplane, changes: &[Change]) {
         for c in changes {
             if let Change::Lifted { entry, .. } = c {
-                self.reinstate_except(dp, &entry.addr, BanReason::from_name(&entry.reason));
+                self.feeds
+                    .ended(dp, &entry.addr, BanReason::from_name(&entry.reason));
             }
         }
-    }
-
-    fn reinstate_except(&mut self, dp: &mut Dataplane, target: &str, owner: Option<BanReason>) {
-        for f in &mut self.feeds {
-            if Some(f.store.reason()) == owner {
-                continue;
-            }
-            match f.store.reinstate(dp, target) {
-                Ok(true) => info!(
-                    addr = %target,
-                    source = f.store.source(),
-                    "{target}: the ban in force ended, the {} decision is enforced again",
-                    f.store.source()
-                ),
-                Ok(false) => {}
-                Err(e) => warn!(addr = %target, "putting a shared decision back: {e:#}"),
-            }
-        }
-    }
-
-    /// Applies a poll of feed `i`.
-    fn apply(
-        &mut self,
-        dp: &mut Dataplane,
-        state: &mut state::State,
-        i: usize,
-        delta: Delta,
-        allow: &[ipnet::IpNet],
-    ) {
-        let f = &mut self.feeds[i];
-        let name = f.store.source();
-        let owner = f.store.reason();
-        let lifted = match f.store.apply(dp, state, delta, allow) {
-            Ok(a) => {
-                shared::log_applied(name, &a, f.store.len());
-                a.lifted
-            }
-            Err(e) => {
-                error!("applying {name} decisions (the bans in force stay): {e:#}");
-                Vec::new()
-            }
-        };
-        self.count(i);
-        for t in lifted {
-            self.reinstate_except(dp, &t, Some(owner));
-        }
-    }
-
-    /// Forgets the decisions whose time is up.
-    fn expire(&mut self, state: &mut state::State) {
-        for i in 0..self.feeds.len() {
-            match self.feeds[i].store.expire(state) {
-                Ok(0) => {}
-                Ok(_) => self.count(i),
-                Err(e) => warn!("expiring shared decisions: {e:#}"),
-            }
-        }
-    }
-
-    fn count(&self, i: usize) {
-        let f = &self.feeds[i];
-        let held = f.store.len() as u64;
-        self.board
-            .update(f.store.source(), &f.url, |s| s.count = held);
     }
 }
 
@@ -259,7 +190,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None
     } else {
         let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Delta)>(4);
-        let mut feeds = Vec::new();
+        let mut feeds = Feeds::new(board.clone());
         for store in stores {
             let i = feeds.len();
             let tx = tx.clone();
@@ -291,17 +222,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     .context("spawning the apiban thread")?;
                 url
             };
-            feeds.push(Feed { store, url });
+            feeds.push(store, url);
         }
-        let sh = Shared {
-            feeds,
-            rx,
-            board: board.clone(),
-        };
-        for i in 0..sh.feeds.len() {
-            sh.count(i);
-        }
-        Some(sh)
+        Some(Shared { feeds, rx })
     };
     let mut reporter = Reporter {
         iface: args.iface.clone(),
@@ -385,7 +308,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     }
                     Err(e) => warn!("expiring extension locks: {e:#}"),
                 }
-                match bans::expire(&mut dp).and_then(|gone| ledger.expired(gone)) {
+                match bans::expire(&mut dp).and_then(|gone| {
+                    // A feed's entry that ran out: another feed may hold the target longer
+                    // (the ledger reports only this host's own bans).
+                    if let Some(sh) = shared.as_mut() {
+                        sh.feeds.expired(&mut dp, &gone);
+                    }
+                    ledger.expired(gone)
+                }) {
                     Ok(changes) => {
                         if let Some(sh) = shared.as_mut() {
                             sh.reinstate(&mut dp, &changes);
@@ -395,7 +325,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     Err(e) => warn!("expiring bans: {e:#}"),
                 }
                 if let Some(sh) = shared.as_mut() {
-                    sh.expire(ledger.state_mut());
+                    sh.feeds.expire(ledger.state_mut());
                 }
                 // The schedule's edges: after-hours rules flip in the kernel (within a second).
                 let now_business = business_now(&settings);
@@ -424,7 +354,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             }
             Some((i, delta)) = next_delta(&mut shared) => {
                 if let Some(sh) = shared.as_mut() {
-                    sh.apply(&mut dp, ledger.state_mut(), i, delta, &settings.allow);
+                    sh.feeds.apply(&mut dp, ledger.state_mut(), i, delta, &settings.allow);
                 }
             }
             _ = prune.tick() => {

@@ -155,8 +155,10 @@ fn pages_of_the_feed_drop_at_xdp_within_the_services_rate() {
     assert!(p.f.stats()["dropped_banned"].as_u64().unwrap() > before);
     assert!(answered(&p.f, control), "and only the listed");
 
-    // Without the limit the poll would have asked again by now (every 5 s).
-    let quiet_until = p.started + Duration::from_secs(20);
+    // Requests at 0 s (two pages), then every 5 s: the sixth would go at about 20 s, were it
+    // not for the limit.
+    let first = p.server.requests()[0].0;
+    let quiet_until = first + Duration::from_secs(24);
     std::thread::sleep(quiet_until.saturating_duration_since(Instant::now()));
     let reqs = p.server.requests();
     let paths: Vec<&str> = reqs.iter().map(|(_, p)| p.as_str()).collect();
@@ -193,7 +195,7 @@ fn a_400_keeps_every_ban_and_a_restart_goes_on_from_the_cursor() {
     let mut p = feed(
         &["198.51.100.10/24", "198.51.100.20/24"],
         &[listed.to_string(), "192.0.2.7".into()],
-        "2s",
+        "5s",
         "",
     );
     assert!(
@@ -223,7 +225,7 @@ fn a_400_keeps_every_ban_and_a_restart_goes_on_from_the_cursor() {
     let cursor = p.server.last_id();
     p.server
         .fail_with(Some((400, r#"{"ipaddress":["bad request"],"ID":"none"}"#)));
-    let failing = wait_for(Duration::from_secs(15), || {
+    let failing = wait_for(Duration::from_secs(20), || {
         source(&p.f)["errors"].as_u64().unwrap_or(0) >= 1
     });
     let s = source(&p.f);
@@ -269,14 +271,14 @@ fn a_400_keeps_every_ban_and_a_restart_goes_on_from_the_cursor() {
     assert!(answered(&p.f, control));
 }
 
-/// Two feeds holding the same address (CrowdSec and APIBAN): the first writes it, the other
-/// is shadowed; when the first lifts it, the other's decision is enforced again. The real
-/// maps, through BPF_PROG_TEST_RUN.
+/// Two feeds holding the same address (CrowdSec and APIBAN), through the daemon's `Feeds`: the
+/// first writes it, the other is shadowed; when the first's decision is deleted, or runs out,
+/// the other's is enforced again. The real maps, through BPF_PROG_TEST_RUN.
 #[test]
-fn an_address_two_feeds_hold_stays_banned_until_both_lift_it() {
+fn an_address_two_feeds_hold_stays_banned_until_both_let_it_go() {
     use sip_filter::{
         bans,
-        shared::{Decision, Delta, Store},
+        shared::{Decision, Delta, Feeds, Store, status::Board},
         state::{self, State},
     };
     use sip_filter_common::BanReason;
@@ -287,59 +289,83 @@ fn an_address_two_feeds_hold_stays_banned_until_both_lift_it() {
     let mut h = Harness::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut st = State::open(&state::path(dir.path(), "eth0")).unwrap();
-    let mut cs = Store::new(state::origin::CROWDSEC, BanReason::Crowdsec);
-    let mut ab = Store::new(state::origin::APIBAN, BanReason::Apiban);
-    let addr = "198.51.100.66";
-    let decision = |id: &str, days: u64| Decision {
+    let iface = tests::netns::unique("sfq");
+    let mut feeds = Feeds::new(Board::new(&iface));
+    feeds.push(
+        Store::new(state::origin::CROWDSEC, BanReason::Crowdsec),
+        "http://lapi".into(),
+    );
+    feeds.push(
+        Store::new(state::origin::APIBAN, BanReason::Apiban),
+        "http://apiban".into(),
+    );
+    let (cs, ab) = (0, 1);
+    let decision = |addr: &str, id: &str, left: Duration| Decision {
         id: id.into(),
         target: format!("{addr}/32").parse().unwrap(),
         origin: String::new(),
         scenario: "test".into(),
-        expires: Some(SystemTime::now() + Duration::from_secs(days * 86400)),
+        expires: Some(SystemTime::now() + left),
     };
-    let register = Packet::udp(
-        addr,
-        5060,
-        "203.0.113.1",
-        5060,
-        sip::register("101", "203.0.113.1", sip::Creds::None, &[]),
-    )
-    .build();
-    assert_eq!(h.xdp(&register), XDP_PASS, "not banned yet");
     let add = |d: Decision| Delta {
         new: vec![d],
         ..Delta::default()
     };
-    let a = cs
-        .apply(&mut h.dp, &mut st, add(decision("1", 1)), &[])
-        .unwrap();
-    assert_eq!(a.written, 1);
-    let a = ab
-        .apply(&mut h.dp, &mut st, add(decision(addr, 7)), &[])
-        .unwrap();
-    assert_eq!((a.written, a.shadowed), (0, 1), "CrowdSec's entry stays");
-    let reason = |h: &mut Harness| bans::get(&mut h.dp, addr).unwrap().map(|b| b.reason);
-    assert_eq!(reason(&mut h), Some(BanReason::Crowdsec as u8));
-    assert_eq!(h.xdp(&register), XDP_DROP);
-
-    // CrowdSec deletes its decision: APIBAN's is enforced at once.
-    let a = cs
-        .apply(
-            &mut h.dp,
-            &mut st,
-            Delta {
-                deleted: vec!["1".into()],
-                ..Delta::default()
-            },
-            &[],
+    let register = |addr: &str| {
+        Packet::udp(
+            addr,
+            5060,
+            "203.0.113.1",
+            5060,
+            sip::register("101", "203.0.113.1", sip::Creds::None, &[]),
         )
-        .unwrap();
-    assert_eq!(a.lifted, vec![addr.to_string()]);
-    assert_eq!(reason(&mut h), None, "lifted by its owner");
-    assert!(ab.reinstate(&mut h.dp, addr).unwrap());
-    assert_eq!(reason(&mut h), Some(BanReason::Apiban as u8));
-    assert_eq!(h.xdp(&register), XDP_DROP, "still dropped");
-    // A reinstate for a target the feed does not hold changes nothing.
-    assert!(!cs.reinstate(&mut h.dp, addr).unwrap());
-    assert_eq!(reason(&mut h), Some(BanReason::Apiban as u8));
+        .build()
+    };
+    let reason =
+        |h: &mut Harness, addr: &str| bans::get(&mut h.dp, addr).unwrap().map(|b| b.reason);
+    let week = Duration::from_secs(7 * 86400);
+
+    // Deleted at CrowdSec.
+    let a1 = "198.51.100.66";
+    assert_eq!(h.xdp(&register(a1)), XDP_PASS, "not banned yet");
+    feeds.apply(&mut h.dp, &mut st, cs, add(decision(a1, "1", week)), &[]);
+    feeds.apply(&mut h.dp, &mut st, ab, add(decision(a1, a1, week)), &[]);
+    assert_eq!(
+        reason(&mut h, a1),
+        Some(BanReason::Crowdsec as u8),
+        "the first writes"
+    );
+    assert_eq!(feeds.store(ab).len(), 1, "the other holds it too");
+    assert_eq!(h.xdp(&register(a1)), XDP_DROP);
+    let delete = Delta {
+        deleted: vec!["1".into()],
+        ..Delta::default()
+    };
+    feeds.apply(&mut h.dp, &mut st, cs, delete, &[]);
+    assert_eq!(
+        reason(&mut h, a1),
+        Some(BanReason::Apiban as u8),
+        "APIBAN's at once"
+    );
+    assert_eq!(h.xdp(&register(a1)), XDP_DROP, "still dropped");
+
+    // CrowdSec's decision runs out (the daemon's expiry removes the entry).
+    let a2 = "198.51.100.67";
+    let short = Duration::from_millis(300);
+    feeds.apply(&mut h.dp, &mut st, cs, add(decision(a2, "2", short)), &[]);
+    feeds.apply(&mut h.dp, &mut st, ab, add(decision(a2, a2, week)), &[]);
+    assert_eq!(reason(&mut h, a2), Some(BanReason::Crowdsec as u8));
+    std::thread::sleep(short + Duration::from_millis(200));
+    let gone = bans::expire(&mut h.dp).unwrap();
+    assert!(gone.iter().any(|e| e.addr == a2), "{gone:?}");
+    feeds.expired(&mut h.dp, &gone);
+    feeds.expire(&mut st);
+    assert_eq!(
+        reason(&mut h, a2),
+        Some(BanReason::Apiban as u8),
+        "APIBAN's takes over"
+    );
+    assert_eq!(h.xdp(&register(a2)), XDP_DROP, "still dropped");
+    assert_eq!(feeds.store(cs).len(), 0);
+    let _ = std::fs::remove_file(sip_filter::shared::status::path(&iface));
 }

@@ -140,7 +140,9 @@ fn svcrack_banned_on_pbx_a_is_dropped_by_pbx_b_within_two_polls() {
         .into_iter()
         .filter(|s| s.creds)
         .count();
-    assert_eq!(guesses, 3, "Kamailio on A saw max_failures guesses");
+    // Past max_failures only what svcrack sent before the threshold answer reached it (it
+    // sends on when an answer takes over its 5 ms pause), as in the lab's s2.
+    assert!(guesses >= 3, "Kamailio on A saw {guesses} guesses");
     let t = Instant::now();
     let poll = humantime::parse_duration(POLL).unwrap();
     let on_b = wait_for(poll * 2 + Duration::from_secs(3), || {
@@ -267,15 +269,18 @@ fn the_lapi_down_keeps_every_ban_and_a_resync_follows() {
         .is_some()
         && banned(&p.b, "198.51.100.0/24").is_some()));
     p.lapi.stop();
-    // Polls fail for a while (the suite's stand-in for the minute).
+    let stopped = Instant::now();
     let down = wait_for(Duration::from_secs(10), || {
         let s: serde_json::Value =
             serde_json::from_str(&p.b.cli_ok(&["status", "--json"])).unwrap();
         s["sources"][0]["state"] == "unreachable"
     });
     assert!(down, "B notices the LAPI is down:\n{}", p.b.log());
-    std::thread::sleep(Duration::from_secs(5));
-    assert!(banned(&p.b, ATTACKER).is_some(), "the bans stay");
+    // Down for a minute: the bans stay and are enforced.
+    while stopped.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_secs(10));
+        assert!(banned(&p.b, ATTACKER).is_some(), "the bans stay");
+    }
     assert!(!answered(&p.b, ATTACKER, PBX_V4), "and are enforced");
     assert!(answered(&p.b, V6_CLIENT, PBX_V6), "B still answers others");
     // A restart of B's daemon while the LAPI is down keeps them too.

@@ -3,9 +3,9 @@
 //!
 //! The service answers a page of at most 250 addresses with the id to ask from next, or a 400
 //! `{"ipaddress":["no new bans"],"ID":"none"}` once there is nothing newer; it allows at most
-//! 5 requests per 2 minutes. It lists no deletions: an entry is kept `KEEP` from the last time
-//! a page listed it, and a full fetch from the start every `RESYNC` lists again (and so keeps)
-//! every address still on the service's list. Like the CrowdSec bouncer, this runs on a thread
+//! 5 requests per 2 minutes. It lists no deletions: an entry is kept `KEEP` (7 days) from the
+//! last time a page listed it, and a full fetch from the start every `RESYNC` (6 days) lists
+//! again, and so keeps, every address still on the service's list. Like the CrowdSec bouncer, this runs on a thread
 //! of its own and hands each page to the daemon's loop, which records the cursor once the page
 //! is applied.
 use std::{
@@ -24,8 +24,9 @@ use crate::{clock, config::Apiban, state::Cursor};
 
 /// How long an entry is kept after a page last listed it.
 pub const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
-/// How often the whole list is fetched again from `START`.
-pub const RESYNC: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the whole list is fetched again from `START`: a day within `KEEP`, so that an
+/// address still listed is fetched again (and kept) before its entry runs out.
+pub const RESYNC: Duration = Duration::from_secs(6 * 24 * 3600);
 /// The id that asks for the whole list (APIBAN's own clients start there).
 pub const START: &str = "100";
 /// The service's limit: at most `RATE_MAX` requests in any `RATE_WINDOW`.
@@ -36,6 +37,8 @@ const SCENARIO: &str = "apiban/sip-honeypot";
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// A page is 250 addresses; anything much larger is not APIBAN.
 const MAX_BODY: u64 = 16 << 20;
+/// The most addresses the service puts in a page.
+pub const PAGE: usize = 250;
 /// The name on the status board.
 pub const NAME: &str = "apiban";
 
@@ -263,8 +266,9 @@ pub fn run(
                 if !deliver(delta) {
                     return;
                 }
-                // A full page: more may follow at once (within the rate).
-                if n == 0 { cfg.poll } else { Duration::ZERO }
+                // A full page: more follow at once (within the rate); a shorter one was the
+                // last.
+                if n >= PAGE { Duration::ZERO } else { cfg.poll }
             }
             Ok(Answer::NoNewBans) => {
                 recovered(&mut failing, &cfg.url);
@@ -286,8 +290,9 @@ pub fn run(
                         return;
                     }
                 }
+                let resync = next.id == START;
                 cursor = next;
-                cfg.poll
+                if resync { Duration::ZERO } else { cfg.poll }
             }
             Ok(Answer::RateLimited) => {
                 warn!("apiban: over the service's request rate, waiting {RATE_WINDOW:?}");

@@ -29,6 +29,7 @@ use crate::{
     maps::Maps,
     state::{Cursor, DecisionRow, State},
 };
+use status::Board;
 
 /// One decision as a source gives it.
 #[derive(Clone, Debug, PartialEq)]
@@ -346,6 +347,122 @@ struct Enforced {
     /// Targets a local ban (or another source's decision) in force already holds.
     shadowed: usize,
     lifted: Vec<String>,
+}
+
+/// The stores of every feed the daemon runs (CrowdSec, APIBAN), with their status. A target
+/// two feeds hold is written by one; when that one's entry ends or is lifted, the other's
+/// decision is enforced again.
+pub struct Feeds {
+    feeds: Vec<Feed>,
+    board: Board,
+}
+
+struct Feed {
+    store: Store,
+    url: String,
+}
+
+impl Feeds {
+    pub fn new(board: Board) -> Self {
+        Self {
+            feeds: Vec::new(),
+            board,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.feeds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.feeds.is_empty()
+    }
+
+    /// Adds a feed (its index is `len()` before the call).
+    pub fn push(&mut self, store: Store, url: String) {
+        self.feeds.push(Feed { store, url });
+        self.count(self.feeds.len() - 1);
+    }
+
+    pub fn store(&self, i: usize) -> &Store {
+        &self.feeds[i].store
+    }
+
+    /// Applies a poll of feed `i`; a target it lifted may be another feed's again.
+    pub fn apply(
+        &mut self,
+        maps: &mut impl Maps,
+        state: &mut State,
+        i: usize,
+        delta: Delta,
+        allow: &[IpNet],
+    ) {
+        let f = &mut self.feeds[i];
+        let name = f.store.source();
+        let owner = f.store.reason();
+        let lifted = match f.store.apply(maps, state, delta, allow) {
+            Ok(a) => {
+                log_applied(name, &a, f.store.len());
+                a.lifted
+            }
+            Err(e) => {
+                tracing::error!("applying {name} decisions (the bans in force stay): {e:#}");
+                Vec::new()
+            }
+        };
+        self.count(i);
+        for t in lifted {
+            self.ended(maps, &t, Some(owner));
+        }
+    }
+
+    /// Entries the daemon's expiry removed: those of a feed may be another feed's target too.
+    pub fn expired(&mut self, maps: &mut impl Maps, gone: &[bans::Entry]) {
+        for e in gone {
+            let reason = BanReason::from_name(&e.reason);
+            if reason.is_some_and(BanReason::is_shared) {
+                self.ended(maps, &e.addr, reason);
+            }
+        }
+    }
+
+    /// An entry of `owner`'s (a feed's, or a local ban's) ended or was lifted: the other feeds'
+    /// decisions for `target` are enforced again.
+    pub fn ended(&mut self, maps: &mut impl Maps, target: &str, owner: Option<BanReason>) {
+        for f in &mut self.feeds {
+            if Some(f.store.reason()) == owner {
+                continue;
+            }
+            match f.store.reinstate(maps, target) {
+                Ok(true) => info!(
+                    addr = %target,
+                    source = f.store.source(),
+                    "{target}: the ban in force ended, the {} decision is enforced again",
+                    f.store.source()
+                ),
+                Ok(false) => {}
+                Err(e) => warn!(addr = %target, "putting a shared decision back: {e:#}"),
+            }
+        }
+    }
+
+    /// Forgets the decisions whose time is up.
+    pub fn expire(&mut self, state: &mut State) {
+        for i in 0..self.feeds.len() {
+            match self.feeds[i].store.expire(state) {
+                Ok(0) => {}
+                Ok(_) => self.count(i),
+                Err(e) => warn!("expiring shared decisions: {e:#}"),
+            }
+        }
+    }
+
+    fn count(&self, i: usize) {
+        let f = &self.feeds[i];
+        let held = f.store.len() as u64;
+        self.board
+            .update(f.store.source(), &f.url, |s| s.count = held);
+    }
 }
 
 /// Two ends of one decision as two polls computed them (now + the time left).
