@@ -23,7 +23,7 @@ use crate::{
         holds::Keeper,
     },
     clock,
-    config::Settings,
+    config::{self, Settings},
     dataplane::Dataplane,
     geo::GeoTable,
     iface,
@@ -39,6 +39,12 @@ use crate::{
     },
     state, upgrade,
 };
+
+/// What a shared blocklist's thread needs: its section and its key (read before attaching).
+enum Source {
+    Crowdsec(config::Crowdsec, String),
+    Apiban(config::Apiban, String),
+}
 
 /// The shared blocklists the daemon runs (`[crowdsec]`, `[apiban]`) and their polls as they
 /// arrive (tagged with the feed's index).
@@ -99,20 +105,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let mut ledger = Ledger::open(&settings.state.dir, &args.iface, settings.bans.clone())?;
     // Credentials first: a key that cannot be read stops the start with a clear error.
-    let crowdsec_key = match &settings.crowdsec {
-        Some(c) => Some(c.api_key.read().context("[crowdsec] api key")?),
-        None => None,
-    };
-    let apiban_key = match &settings.apiban {
-        Some(a) => Some(a.key.read().context("[apiban] key_file")?),
-        None => None,
-    };
-    let mut stores: Vec<Store> = Vec::new();
-    if settings.crowdsec.is_some() {
-        stores.push(Store::new(state::origin::CROWDSEC, BanReason::Crowdsec));
+    let mut stores: Vec<(Store, Source)> = Vec::new();
+    if let Some(c) = &settings.crowdsec {
+        let key = c.api_key.read().context("[crowdsec] api key")?;
+        stores.push((
+            Store::new(state::origin::CROWDSEC, BanReason::Crowdsec),
+            Source::Crowdsec(c.clone(), key),
+        ));
     }
-    if settings.apiban.is_some() {
-        stores.push(Store::new(state::origin::APIBAN, BanReason::Apiban));
+    if let Some(a) = &settings.apiban {
+        let key = a.key.read().context("[apiban] key_file")?;
+        stores.push((
+            Store::new(state::origin::APIBAN, BanReason::Apiban),
+            Source::Apiban(a.clone(), key),
+        ));
     }
     pins::ensure_bpffs()?;
     let dir = pins::dir(&args.iface);
@@ -144,7 +150,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         // source gets a packet through.
         let restored = if fresh { ledger.restore(&mut dp)? } else { 0 };
         // So are the shared decisions held (a LAPI that is down at boot costs none).
-        for st in &mut stores {
+        for (st, _) in &mut stores {
             let a = st.load(&mut dp, ledger.state_mut())?;
             if a.added > 0 {
                 info!(
@@ -191,36 +197,29 @@ pub async fn run(args: RunArgs) -> Result<()> {
     } else {
         let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Delta)>(4);
         let mut feeds = Feeds::new(board.clone());
-        for store in stores {
+        for (store, source) in stores {
             let i = feeds.len();
             let tx = tx.clone();
+            let deliver = move |d| tx.blocking_send((i, d)).is_ok();
             let b = board.clone();
-            let url = if store.reason() == BanReason::Crowdsec {
-                let (Some(cfg), Some(key)) = (settings.crowdsec.clone(), crowdsec_key.clone())
-                else {
-                    unreachable!("a crowdsec store without its section");
-                };
-                let url = cfg.lapi_url.clone();
-                std::thread::Builder::new()
-                    .name("sip-filter-bouncer".into())
-                    .spawn(move || {
-                        crowdsec::run_bouncer(cfg, key, b, |d| tx.blocking_send((i, d)).is_ok())
-                    })
-                    .context("spawning the crowdsec bouncer thread")?;
-                url
-            } else {
-                let (Some(cfg), Some(key)) = (settings.apiban.clone(), apiban_key.clone()) else {
-                    unreachable!("an apiban store without its section");
-                };
-                let url = cfg.url.clone();
-                let recorded = ledger.state_mut().cursor(state::origin::APIBAN)?;
-                std::thread::Builder::new()
-                    .name("sip-filter-apiban".into())
-                    .spawn(move || {
-                        apiban::run(cfg, key, recorded, b, |d| tx.blocking_send((i, d)).is_ok())
-                    })
-                    .context("spawning the apiban thread")?;
-                url
+            let url = match source {
+                Source::Crowdsec(cfg, key) => {
+                    let url = cfg.lapi_url.clone();
+                    std::thread::Builder::new()
+                        .name("sip-filter-bouncer".into())
+                        .spawn(move || crowdsec::run_bouncer(cfg, key, b, deliver))
+                        .context("spawning the crowdsec bouncer thread")?;
+                    url
+                }
+                Source::Apiban(cfg, key) => {
+                    let url = cfg.url.clone();
+                    let recorded = ledger.state_mut().cursor(state::origin::APIBAN)?;
+                    std::thread::Builder::new()
+                        .name("sip-filter-apiban".into())
+                        .spawn(move || apiban::run(cfg, key, recorded, b, deliver))
+                        .context("spawning the apiban thread")?;
+                    url
+                }
             };
             feeds.push(store, url);
         }

@@ -84,18 +84,6 @@ fn source(f: &Filter) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no apiban source in {s}"))
 }
 
-/// Most requests in any window of the service's length.
-fn busiest_window(reqs: &[(Instant, String)]) -> usize {
-    reqs.iter()
-        .map(|(t, _)| {
-            reqs.iter()
-                .filter(|(u, _)| *u >= *t && u.duration_since(*t) < RATE_WINDOW)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 #[test]
 fn pages_of_the_feed_drop_at_xdp_within_the_services_rate() {
     // 300 addresses (two pages), an IPv6 one, an allowlisted one and one that is no address.
@@ -174,7 +162,6 @@ fn pages_of_the_feed_drop_at_xdp_within_the_services_rate() {
         RATE_MAX,
         "at most {RATE_MAX} requests in {RATE_WINDOW:?}: {paths:?}"
     );
-    assert!(busiest_window(&reqs) <= RATE_MAX);
     let s = source(&p.f);
     assert_eq!(s["state"], "connected", "{s}");
     assert_eq!(s["count"], 302, "{s}");

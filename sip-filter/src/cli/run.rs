@@ -144,10 +144,12 @@ pub fn check_config(path: &Path) -> Result<()> {
     }
     if let Some(a) = &s.apiban {
         a.key.read().context("[apiban] key_file")?;
+        use sip_filter::shared::apiban::{RATE_MAX, RATE_WINDOW};
         println!(
-            "[apiban]: {} every {} (at most 5 requests per 2 minutes)",
+            "[apiban]: {} every {} (at most {RATE_MAX} requests per {})",
             a.url,
-            humantime::format_duration(a.poll)
+            humantime::format_duration(a.poll),
+            humantime::format_duration(RATE_WINDOW)
         );
     }
     Ok(())

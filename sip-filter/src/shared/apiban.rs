@@ -278,21 +278,24 @@ pub fn run(
                     s.last_sync = Some(super::status::now_rfc3339());
                 });
                 let next = start_from(Some(cursor.clone()), SystemTime::now());
-                if next.id == START {
+                let resync = next.id == START;
+                cursor = next;
+                if resync {
                     info!(
-                        "apiban: fetching the whole list again (entries not listed end in 7 days)"
+                        "apiban: fetching the whole list again (an entry ends {} after the last page \
+                         that listed it)",
+                        humantime::format_duration(KEEP)
                     );
-                    let c = next.clone();
                     if !deliver(Delta {
-                        cursor: Some(c),
+                        cursor: Some(cursor.clone()),
                         ..Delta::default()
                     }) {
                         return;
                     }
+                    Duration::ZERO
+                } else {
+                    cfg.poll
                 }
-                let resync = next.id == START;
-                cursor = next;
-                if resync { Duration::ZERO } else { cfg.poll }
             }
             Ok(Answer::RateLimited) => {
                 warn!("apiban: over the service's request rate, waiting {RATE_WINDOW:?}");

@@ -15,6 +15,7 @@ use crate::{
         interleave,
         model::{Part, Row, Table, TableKind},
         netctx::thread_cpu_ns,
+        stats::Summary,
     },
     harness::{Harness, XDP_DROP, XDP_PASS},
 };
@@ -395,11 +396,7 @@ fn shared_decisions(p: &Profile, h: &mut Harness) -> Result<(Table, String)> {
     })?;
     let mut it = samples.into_iter();
     let (store, single, batch) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = |v: &[f64]| Summary::of(v).map_or(0.0, |s| s.median);
     let (ms, m1, mb) = (median(&store), median(&single), median(&batch));
     let rows = vec![
         Row::new(
